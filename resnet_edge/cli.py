@@ -1,0 +1,358 @@
+"""`resnet-edge`: one command, a subcommand per job. Each subcommand imports what it needs lazily, so
+`classify`, `info` and `bench` never import torch and start fast.
+
+User mistakes (UserError) print one line on stderr and exit 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from .errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a residual network on a folder of class folders (needs torch)",
+                       description="Train on DATA/<class>/<image> folders; writes OUT/last.pt every epoch.")
+    p.add_argument("data", help="folder of class folders (ImageFolder layout)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, curves.png)")
+    p.add_argument("--arch", default="resnet20", help="architecture, e.g. resnet20, resnet56, resnet18, plain20")
+    p.add_argument("--val-data", help="separate validation folder (same classes)")
+    p.add_argument("--val-split", type=float, default=0.1,
+                   help="hold out this share of each class (< 1) or this many images per class (>= 1); default 0.1")
+    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--warmup-epochs", type=float, default=2.0)
+    p.add_argument("--crop-padding", type=int, default=4)
+    p.add_argument("--input-size", type=int, help="square input side (default: 32 for CIFAR nets, 224 for ImageNet nets)")
+    p.add_argument("--shortcut", choices=["A", "B"], default="A", help="CIFAR nets: A zero-pad (paper) or B projection")
+    p.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / processes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue OUT from its last.pt")
+    p.add_argument("--force", action="store_true", help="start over in an existing run folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .training.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data, out=args.out, arch=args.arch, val_data=args.val_data, val_split=args.val_split,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, warmup_epochs=args.warmup_epochs,
+        crop_padding=args.crop_padding, input_size=args.input_size, shortcut=args.shortcut, amp=args.amp,
+        device=args.device, threads=args.threads, seed=args.seed,
+    )
+    try:
+        row = train(config, resume=args.resume, force=args.force, show_progress=not args.no_progress)
+    except KeyboardInterrupt:
+        return 130
+    if row:
+        print(f"done: epoch {row['epoch']}, validation top-1 {100 * row['val_acc']:.2f}%; checkpoint {args.out}/last.pt")
+    return 0
+
+
+def _floats3(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _add_preprocess_flags(p: argparse.ArgumentParser, for_models_without_metadata: bool) -> None:
+    when = " (for models without resnet-edge metadata)" if for_models_without_metadata else ""
+    p.add_argument("--labels", help=f"imagenet, cifar10, a labels .txt file or a comma-separated list{when}")
+    p.add_argument("--mean", type=_floats3, help=f"per-channel mean, 0..1 scale, e.g. 0.485,0.456,0.406{when}")
+    p.add_argument("--std", type=_floats3, help=f"per-channel std, 0..1 scale{when}")
+    p.add_argument("--input-size", type=int, help=f"square input side in pixels{when}")
+    p.add_argument("--color-order", choices=["RGB", "BGR"], help=f"channel order the network expects{when}")
+    p.add_argument("--crop-ratio", type=float, help=f"center crop side / resized shorter side (0.875 for ImageNet){when}")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a PyTorch ResNet to ONNX with metadata and a parity check (needs torch)",
+                       description="Export to ONNX (opset >= 17, dynamic batch), embed labels and preprocessing, "
+                                   "and check ONNX Runtime against PyTorch before writing.")
+    p.add_argument("--arch", required=True, help="architecture, e.g. resnet20, resnet18, resnet50, plain56")
+    p.add_argument("--checkpoint", help="our checkpoint (run/last.pt) or a torchvision-style state_dict (.pth); "
+                                        "without it, freshly initialised weights are exported (for speed tests)")
+    p.add_argument("--output", "-o", required=True, help="output .onnx file")
+    p.add_argument("--probes", action="store_true", help="add every block's input x_l and residual F(x_l) as outputs")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--seed", type=int, default=0)
+    _add_preprocess_flags(p, for_models_without_metadata=False)
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .training.export import ExportOptions, export
+
+    export(ExportOptions(
+        arch=args.arch, output=args.output, checkpoint=args.checkpoint, labels=args.labels, probes=args.probes,
+        opset=args.opset, input_size=args.input_size, mean=args.mean, std=args.std, color_order=args.color_order,
+        crop_ratio=args.crop_ratio, force=args.force, seed=args.seed))
+    return 0
+
+
+def _contract_override(args: argparse.Namespace, metadata: dict):
+    """A contract built from flags (over the file's metadata where it has some), or None to use the file's."""
+    flags = {"labels": args.labels, "mean": args.mean, "std": args.std, "input_size": args.input_size,
+             "color_order": args.color_order, "crop_ratio": args.crop_ratio}
+    if all(value is None for value in flags.values()):
+        return None
+    import json
+
+    from .labelsets import load_labels
+    from .metadata import REQUIRED_KEYS, MetadataError, ModelContract
+
+    values = {}
+    for key, text in metadata.items():
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    if args.labels:
+        values["labels"] = load_labels(args.labels)
+    for key in ("mean", "std", "color_order"):
+        if flags[key] is not None:
+            values[key] = list(flags[key]) if key != "color_order" else flags[key]
+    if args.input_size:
+        values["input_size"] = [args.input_size, args.input_size]
+    if args.crop_ratio:
+        values["resize"] = {"policy": "center_crop", "crop_ratio": args.crop_ratio}
+    missing = [key for key in REQUIRED_KEYS if key not in values]
+    if missing:
+        flag_names = ", ".join("--" + key.replace("_", "-") for key in missing)
+        raise MetadataError(f"the model has no resnet-edge metadata; also pass {flag_names}")
+    return ModelContract.from_values(values, source="flags")
+
+
+def _add_classify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("classify", help="classify images, a folder, a video, a camera or the demo source (no torch)",
+                       description="Classify frames with an ONNX model through ONNX Runtime; prints top-k per frame "
+                                   "and a summary.")
+    p.add_argument("--model", "-m", help="ONNX model file or shipped model name (default: the shipped cifar10-resnet20)")
+    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="which shipped variant, when --model is a name")
+    p.add_argument("--source", "-s", default="demo", help="image, folder, video file, camera index (0) or 'demo' (default)")
+    p.add_argument("--top-k", "-k", type=int, default=5)
+    p.add_argument("--provider", default="auto", help="auto, cpu, cuda, directml or openvino (default auto)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per inference call for folders (default 8)")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames (video, camera, demo)")
+    p.add_argument("--json", action="store_true", help="one JSON object per frame on stdout; summary on stderr")
+    _add_preprocess_flags(p, for_models_without_metadata=True)
+    p.set_defaults(run=_run_classify)
+
+
+def _run_classify(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from .modelzoo import resolve_model
+    from .onnxfile import read_model_file
+    from .runtime import Classifier
+    from .sources import open_source
+
+    if args.top_k < 1 or args.batch_size < 1:
+        raise UserError("--top-k and --batch-size must be at least 1")
+    path = resolve_model(args.model, args.precision)
+    data, summary = read_model_file(path)
+    contract = _contract_override(args, summary.metadata)
+    if contract is None:
+        from .metadata import ModelContract
+
+        contract = ModelContract.from_props(summary.metadata, source=str(path))
+    classifier = Classifier(data, summary, contract, provider=args.provider, threads=args.threads)
+    source = open_source(args.source, max_frames=args.max_frames)
+    out = sys.stdout
+    if not args.json:
+        print(f"model {path} ({contract.arch}, {contract.precision}) on {classifier.provider}; source {source.description}", file=out)
+    frames, invalid, batch = 0, 0, []
+    started = time.perf_counter()
+    inference_seconds = 0.0
+
+    def flush() -> None:
+        nonlocal frames, invalid, inference_seconds
+        t0 = time.perf_counter()
+        predictions = classifier.classify([frame.image for frame in batch], k=args.top_k)
+        inference_seconds += time.perf_counter() - t0
+        for frame, prediction in zip(batch, predictions):
+            frames += 1
+            invalid += not prediction.finite
+            if args.json:
+                print(json.dumps({"source": frame.id, "finite": prediction.finite, "top": [
+                    {"label": label, "index": index, "probability": round(prob, 6)} for label, index, prob in prediction.top]}), file=out)
+            elif prediction.finite:
+                tops = " | ".join(f"{label} {prob:.3f}" for label, _, prob in prediction.top)
+                print(f"{frame.id}: {tops}", file=out)
+            else:
+                print(f"{frame.id}: invalid output (NaN/Inf) - no prediction", file=out)
+        batch.clear()
+
+    per_call = args.batch_size if source.kind == "folder" else 1
+    try:
+        for frame in source:
+            batch.append(frame)
+            if len(batch) >= per_call:
+                flush()
+        if batch:
+            flush()
+    finally:
+        source.close()
+    elapsed = time.perf_counter() - started
+    if frames == 0:
+        raise UserError(f"{source.description}: no frame could be read")
+    summary_line = (f"summary: {frames} frames in {elapsed:.2f}s ({frames / elapsed:.1f} fps end to end, "
+                    f"{1000 * inference_seconds / frames:.2f} ms/frame in the model) on {classifier.provider}"
+                    + (f"; skipped {source.skipped} unreadable" if source.skipped else "")
+                    + (f"; {invalid} invalid outputs" if invalid else ""))
+    print(summary_line, file=sys.stderr if args.json else out)
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="show a model's inputs, outputs, metadata, opset, size and probes (no torch)")
+    p.add_argument("model", nargs="?", help="ONNX model file or shipped model name (default: the shipped default)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    import hashlib
+    import json
+
+    from .metadata import MetadataError, ModelContract
+    from .modelzoo import resolve_model
+    from .onnxfile import read_model_file
+
+    path = resolve_model(args.model)
+    data, summary = read_model_file(path)
+    try:
+        contract = ModelContract.from_props(summary.metadata, source=str(path))
+        problem = None
+    except MetadataError as error:
+        contract, problem = None, str(error)
+    probe_names = {n for names in (contract.probes.values() if contract else []) for n in names.values()}
+    info = {
+        "path": str(path), "size_bytes": summary.size_bytes, "sha256": hashlib.sha256(data).hexdigest(),
+        "ir_version": summary.ir_version, "opsets": summary.opsets, "producer": summary.producer,
+        "nodes": summary.node_count,
+        "inputs": [{"name": t.name, "type": t.elem_type, "shape": t.shape} for t in summary.inputs],
+        "outputs": [{"name": t.name, "type": t.elem_type, "shape": t.shape} for t in summary.outputs if t.name not in probe_names],
+        "probes": len(probe_names) // 2,
+        "metadata": {k: _maybe_json(v) for k, v in summary.metadata.items()},
+        "contract_problem": problem,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{path}  {summary.size_bytes / 1e6:.2f} MB  sha256 {info['sha256'][:16]}...")
+    print(f"  producer {summary.producer or '?'}, IR {summary.ir_version}, opsets "
+          + ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in summary.opsets.items()) + f", {summary.node_count} nodes")
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            print(f"  {kind[:-1]:6} {t['name']}: {t['type']} {t['shape']}")
+    if contract:
+        spec = contract.preprocess
+        labels = ", ".join(contract.labels[:10]) + (f", ... ({len(contract.labels)} in all)" if len(contract.labels) > 10 else "")
+        print(f"  arch {contract.arch}, precision {contract.precision}, {len(contract.blocks)} residual blocks, "
+              f"probes {'x_l and F(x_l) for every block' if probe_names else 'none'}")
+        print(f"  input {spec.input_size[0]}x{spec.input_size[1]} {spec.color_order}, {spec.resize_policy} "
+              f"(crop ratio {spec.crop_ratio}), mean {list(spec.mean)}, std {list(spec.std)}")
+        print(f"  labels: {labels}")
+    else:
+        print(f"  no resnet-edge contract: {problem}")
+    for key, value in info["metadata"].items():
+        if key not in ("labels", "blocks", "probes", "mean", "std", "input_size", "color_order", "resize", "arch", "precision"):
+            print(f"  metadata {key}: {json.dumps(value)[:200]}")
+    return 0
+
+
+def _maybe_json(text: str):
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _add_gui(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gui", help="the desktop app: live classification and the residual block panel (no torch)",
+                       description="Launch the desktop app. With no display, classify the demo source on the command line.")
+    p.add_argument("--model", "-m", help="ONNX model file or shipped model name (default: the shipped cifar10-resnet20)")
+    p.add_argument("--source", "-s", default="auto", help="camera index, video file, image, folder, 'demo', or 'auto' "
+                                                          "(camera 0 if it opens, else the demo source)")
+    p.add_argument("--provider", default="auto", help="auto, cpu, cuda, directml or openvino")
+    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    p.set_defaults(run=_run_gui)
+
+
+def has_display() -> bool:
+    """False on a Linux/BSD machine with no X11 or Wayland display and no Qt platform chosen."""
+    import os
+
+    if sys.platform in ("win32", "darwin") or os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _run_gui(args: argparse.Namespace) -> int:
+    if not has_display():
+        print("no display found (DISPLAY and WAYLAND_DISPLAY are not set): classifying the demo source on the "
+              "command line instead", file=sys.stderr)
+        argv = ["classify", "--source", "demo" if args.source == "auto" else args.source, "--max-frames", "30",
+                "--provider", args.provider, "--precision", args.precision]
+        return main(argv + (["--model", args.model] if args.model else []))
+    try:
+        from gui.app import main as gui_main
+    except ImportError as error:
+        raise UserError(f"the desktop app needs PySide6 ({error}); install it with: pip install -e '.[gui]'") from None
+    argv = ["--source", args.source, "--provider", args.provider, "--precision", args.precision]
+    return gui_main(argv + (["--model", args.model] if args.model else []))
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_gui, _add_classify, _add_info, _add_export, _add_train]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="resnet-edge", description="Residual networks from PyTorch to ONNX Runtime at the edge.")
+    parser.add_argument("--version", action="version", version=f"resnet-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USER_ERROR
+    try:
+        return int(args.run(args) or 0)
+    except UserError as error:
+        print(f"resnet-edge {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""Looking inside an ONNX file without the ``onnx`` package (the runtime and the packaged app ship
+without it) and before ONNX Runtime sees it.
+
+A small protobuf wire-format walker reads what we need (opsets, metadata, inputs, outputs, domains) and
+refuses, before anything else opens the file: external-data references (a model must not make us read
+``../x`` or ``/etc/passwd``), truncated or non-protobuf files, Git LFS pointer files, and custom-op
+domains that ONNX Runtime cannot run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+MAX_MODEL_BYTES = 2 * 1024**3  # protobuf's own 2 GiB limit; larger models need external data
+KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
+ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 10: "float16", 11: "float64", 16: "bfloat16"}
+
+
+class ModelFileError(UserError):
+    """A model file we will not load, with the reason in one line."""
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result, shift = 0, 0
+    while True:
+        if pos >= len(buf):
+            raise _Truncated
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(buf: memoryview):
+    """Yield (field number, wire type, value) for one message; value is an int or a memoryview."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos : pos + 8], pos + 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > end:
+                raise _Truncated
+            value, pos = buf[pos : pos + length], pos + length
+        elif wire == 5:
+            value, pos = buf[pos : pos + 4], pos + 4
+        else:
+            raise ValueError(f"wire type {wire}")
+        if pos > end:
+            raise _Truncated
+        yield number, wire, value
+
+
+def _text(value: memoryview) -> str:
+    return bytes(value).decode("utf-8", errors="replace")
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    elem_type: str  # "float32", ...
+    shape: list[int | str | None]  # ints, symbolic names, or None where unknown
+
+
+@dataclass
+class OnnxSummary:
+    path: str
+    size_bytes: int
+    ir_version: int = 0
+    producer: str = ""
+    opsets: dict[str, int] = field(default_factory=dict)  # domain ("" = default) -> version
+    metadata: dict[str, str] = field(default_factory=dict)
+    inputs: list[TensorInfo] = field(default_factory=list)  # graph inputs that are not initializers
+    outputs: list[TensorInfo] = field(default_factory=list)
+    node_count: int = 0
+    op_types: dict[str, int] = field(default_factory=dict)  # "Conv" -> count
+    domains: set[str] = field(default_factory=set)  # node domains used
+    initializer_bytes: int = 0
+
+
+def _check_tensor(buf: memoryview, where: str) -> int:
+    """Refuse external data in a TensorProto; return its raw byte size."""
+    size = 0
+    for number, _, value in _fields(buf):
+        if number == 13 or (number == 14 and value == 1):  # external_data / data_location == EXTERNAL
+            raise ModelFileError(f"{where} refers to external data; refusing to open files a model points to")
+        if number == 9:
+            size += len(value)
+    return size
+
+
+def _value_info(buf: memoryview) -> TensorInfo:
+    name, elem, shape = "", "unknown", []
+    for number, _, value in _fields(buf):
+        if number == 1:
+            name = _text(value)
+        elif number == 2:
+            for t_num, _, t_val in _fields(value):
+                if t_num != 1:  # tensor_type only
+                    continue
+                for f_num, _, f_val in _fields(t_val):
+                    if f_num == 1:
+                        elem = ELEM_TYPES.get(f_val, str(f_val))
+                    elif f_num == 2:
+                        for d_num, _, d_val in _fields(f_val):
+                            if d_num != 1:
+                                continue
+                            dim: int | str | None = None
+                            for x_num, _, x_val in _fields(d_val):
+                                dim = x_val if x_num == 1 else _text(x_val) if x_num == 2 else dim
+                            shape.append(dim)
+    return TensorInfo(name, elem, shape)
+
+
+def _walk_attribute(buf: memoryview, summary: OnnxSummary, where: str) -> None:
+    for number, _, value in _fields(buf):
+        if number in (5, 10):
+            summary.initializer_bytes += _check_tensor(value, where)
+        elif number in (22, 23):
+            for s_num, _, s_val in _fields(value):
+                if s_num in (1, 2):
+                    _check_tensor(s_val, where)
+        elif number in (6, 11):
+            _walk_graph(value, summary, top=False)
+
+
+def _walk_graph(buf: memoryview, summary: OnnxSummary, top: bool) -> None:
+    initializer_names, inputs = set(), []
+    for number, _, value in _fields(buf):
+        if number == 1:  # node
+            summary.node_count += 1
+            op_type, domain, node_name = "", "", ""
+            for n_num, _, n_val in _fields(value):
+                if n_num == 4:
+                    op_type = _text(n_val)
+                elif n_num == 7:
+                    domain = _text(n_val)
+                elif n_num == 3:
+                    node_name = _text(n_val)
+                elif n_num == 5:
+                    _walk_attribute(n_val, summary, f"node {node_name or op_type}")
+            summary.domains.add(domain)
+            summary.op_types[op_type] = summary.op_types.get(op_type, 0) + 1
+        elif number == 5:  # initializer
+            info_name = ""
+            for t_num, _, t_val in _fields(value):
+                if t_num == 8:
+                    info_name = _text(t_val)
+            initializer_names.add(info_name)
+            summary.initializer_bytes += _check_tensor(value, f"initializer {info_name!r}")
+        elif number == 15:  # sparse_initializer
+            for s_num, _, s_val in _fields(value):
+                if s_num in (1, 2):
+                    _check_tensor(s_val, "sparse initializer")
+        elif top and number == 11:
+            inputs.append(_value_info(value))
+        elif top and number == 12:
+            summary.outputs.append(_value_info(value))
+    if top:
+        summary.inputs = [info for info in inputs if info.name not in initializer_names]
+
+
+def inspect_onnx_bytes(data: bytes, path: str = "model") -> OnnxSummary:
+    """Parse and vet ONNX bytes. Raises ModelFileError with a one-line reason."""
+    if data.startswith(b"version https://git-lfs"):
+        raise ModelFileError(f"{path} is a Git LFS pointer file, not the model: run `git lfs pull` to fetch it")
+    if len(data) < 16:
+        raise ModelFileError(f"{path} is not an ONNX model ({len(data)} bytes)")
+    summary = OnnxSummary(path=path, size_bytes=len(data))
+    graph = None
+    functions: set[str] = set()
+    try:
+        for number, wire, value in _fields(memoryview(data)):
+            if number == 1 and wire == 0:
+                summary.ir_version = value
+            elif number == 2 and wire == 2:
+                summary.producer = _text(value)
+            elif number == 8 and wire == 2:
+                domain, version = "", 0
+                for o_num, _, o_val in _fields(value):
+                    domain = _text(o_val) if o_num == 1 else domain
+                    version = o_val if o_num == 2 else version
+                summary.opsets[domain] = version
+            elif number == 7 and wire == 2:
+                graph = value
+            elif number == 14 and wire == 2:
+                key, text = "", ""
+                for e_num, _, e_val in _fields(value):
+                    key = _text(e_val) if e_num == 1 else key
+                    text = _text(e_val) if e_num == 2 else text
+                summary.metadata[key] = text
+            elif number == 25 and wire == 2:  # model-local functions declare their own domains
+                for f_num, _, f_val in _fields(value):
+                    if f_num == 10:
+                        functions.add(_text(f_val))
+        if graph is None or summary.ir_version == 0:
+            raise ModelFileError(f"{path} is not an ONNX model (no graph)")
+        _walk_graph(graph, summary, top=True)
+    except _Truncated:
+        raise ModelFileError(f"{path} is truncated (the file ends inside the model)") from None
+    except (ValueError, UnicodeDecodeError):
+        raise ModelFileError(f"{path} is not an ONNX model (not a protobuf ModelProto)") from None
+    unknown = sorted(d for d in summary.domains if d not in KNOWN_DOMAINS and d not in functions)
+    if unknown:
+        raise ModelFileError(f"{path} uses custom operators from domain(s) {', '.join(unknown)}, which ONNX Runtime cannot run")
+    if not summary.outputs:
+        raise ModelFileError(f"{path} has no outputs")
+    return summary
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[bytes, OnnxSummary]:
+    """Read and vet a model file; returns its bytes (for ORT) and the summary."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file")
+    if not path.is_file():
+        raise ModelFileError(f"{path} is not a file")
+    size = path.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise ModelFileError(f"{path} is {size / 2**30:.1f} GiB; models over 2 GiB need external data, which we refuse")
+    data = path.read_bytes()
+    return data, inspect_onnx_bytes(data, str(path))
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _raw_fields(buf: memoryview):
+    """Yield (field number, start, end, payload start) byte offsets of each field of one message."""
+    pos = 0
+    while pos < len(buf):
+        start = pos
+        key, pos = _varint(buf, pos)
+        wire = key & 7
+        payload = pos
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            payload = pos
+            pos += length
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"wire type {wire}")
+        yield key >> 3, start, pos, payload
+
+
+def strip_graph_outputs(data: bytes, drop: set[str]) -> bytes:
+    """A copy of the model without the named graph outputs (the probe-free twin of a probed model).
+
+    Nodes that only fed those outputs become dead and ONNX Runtime's optimiser removes them, and the
+    Conv+Add+Relu fusions the probes blocked come back."""
+    model = memoryview(data)
+    pieces: list[bytes] = []
+    for number, start, end, payload in _raw_fields(model):
+        if number != 7:
+            pieces.append(bytes(model[start:end]))
+            continue
+        graph = model[payload:end]
+        kept = []
+        for g_num, g_start, g_end, _ in _raw_fields(graph):
+            if g_num == 12 and _value_info(graph[g_start:g_end][_header_len(graph[g_start:g_end]):]).name in drop:
+                continue
+            kept.append(bytes(graph[g_start:g_end]))
+        body = b"".join(kept)
+        pieces.append(_encode_varint((7 << 3) | 2) + _encode_varint(len(body)) + body)
+    return b"".join(pieces)
+
+
+def _header_len(field_bytes: memoryview) -> int:
+    """Length of the key and length prefix of one length-delimited field."""
+    _, pos = _varint(field_bytes, 0)
+    _, pos = _varint(field_bytes, pos)
+    return pos

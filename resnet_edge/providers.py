@@ -1,0 +1,99 @@
+"""Execution providers by short name: which are installed, the options each needs, and fallback.
+
+Only one onnxruntime distribution can be installed at a time (onnxruntime, -gpu, -directml, -openvino
+all import as ``onnxruntime``), so what is available is whatever that distribution offers. Asking for a
+provider that is missing, or that fails to start (CUDA libraries absent), falls back to CPU with a
+visible warning that names the provider actually running: never silently.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+SHORT_NAMES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+LONG_TO_SHORT = {long: short for short, long in SHORT_NAMES.items()}
+CHOICES = ("auto", *SHORT_NAMES)
+
+# `auto` tries these in order, per precision. int8 QDQ runs fastest through OpenVINO on x86 and has no
+# DirectML kernels; fp16 only pays on GPUs.
+AUTO_ORDER = {
+    "fp32": ("cuda", "directml", "openvino", "cpu"),
+    "fp16": ("cuda", "directml", "openvino", "cpu"),
+    "int8": ("openvino", "cuda", "cpu"),
+}
+
+
+@dataclass
+class ProviderPlan:
+    requested: str  # what the user asked for: auto, cpu, cuda, directml, openvino
+    providers: list[tuple[str, dict[str, Any]]]  # (ORT provider name, options) in priority order
+    session_settings: dict[str, Any] = field(default_factory=dict)  # SessionOptions attributes to set
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def first(self) -> str:
+        return LONG_TO_SHORT.get(self.providers[0][0], self.providers[0][0])
+
+
+def available_providers() -> list[str]:
+    """Short names of the providers the installed onnxruntime distribution offers."""
+    import onnxruntime as ort
+
+    return [LONG_TO_SHORT[name] for name in ort.get_available_providers() if name in LONG_TO_SHORT]
+
+
+def provider_options(short: str, device_id: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(provider options, session settings) that each provider needs."""
+    if short == "cuda":
+        # HEURISTIC: exhaustive cuDNN search costs seconds at start-up for little gain on ResNets
+        return {"device_id": device_id, "cudnn_conv_algo_search": "HEURISTIC"}, {}
+    if short == "directml":
+        # DirectML cannot use memory patterns or parallel execution (ORT's DirectML EP docs)
+        return {"device_id": device_id}, {"enable_mem_pattern": False, "execution_mode": "ORT_SEQUENTIAL"}
+    if short == "openvino":
+        return {"device_type": "CPU"}, {}
+    return {}, {}
+
+
+def plan_providers(requested: str, precision: str = "fp32", available: Iterable[str] | None = None,
+                   device_id: int = 0) -> ProviderPlan:
+    """Decide the provider list for ``requested``; CPU is always last as the fallback."""
+    if requested not in CHOICES:
+        from .errors import UserError
+
+        raise UserError(f"unknown provider {requested!r}; choose one of: {', '.join(CHOICES)}")
+    have = list(available if available is not None else available_providers())
+    warnings = []
+    if requested == "auto":
+        order = AUTO_ORDER.get(precision, AUTO_ORDER["fp32"])
+        chosen = next((name for name in order if name in have), "cpu")
+    elif requested in have:
+        chosen = requested
+    else:
+        chosen = "cpu"
+        warnings.append(f"provider '{requested}' is not available in this onnxruntime build "
+                        f"(available: {', '.join(have) or 'none'}); running on CPU instead")
+    options, settings = provider_options(chosen, device_id)
+    providers = [(SHORT_NAMES[chosen], options)]
+    if chosen != "cpu":
+        providers.append((SHORT_NAMES["cpu"], {}))
+    return ProviderPlan(requested, providers, settings, warnings)
+
+
+def check_actual(plan: ProviderPlan, actual: list[str]) -> list[str]:
+    """Warnings when the session did not start on the provider planned (e.g. CUDA libraries missing)."""
+    actual_short = LONG_TO_SHORT.get(actual[0], actual[0]) if actual else "none"
+    if actual_short != plan.first:
+        return [f"provider '{plan.first}' failed to start (see onnxruntime's log above); running on {actual_short} instead"]
+    return []
+
+
+def warn(message: str, sink: Callable[[str], None] | None = None) -> None:
+    (sink or (lambda text: print(text, file=sys.stderr, flush=True)))(f"warning: {message}")

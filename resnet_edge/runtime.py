@@ -1,0 +1,192 @@
+"""The torch-free runtime: an ONNX model + its contract -> predictions for BGR frames of any size.
+
+    classifier = Classifier.load("models/cifar10-resnet20.onnx", provider="auto")
+    predictions = classifier.classify([frame_bgr])        # top-k per frame
+    blocks = classifier.probe(frame_bgr)                  # x_l and F(x_l) per residual block
+
+A model exported with probes keeps two sessions: a probe-free one (the probe outputs stripped from the
+graph, so ONNX Runtime can fuse the blocks again) for every frame, and the probed one, created on first
+use, for the few frames the block panel draws. Probes cost +7..45% latency when computed on every run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .errors import UserError
+from .metadata import ModelContract
+from .onnxfile import ModelFileError, OnnxSummary, read_model_file, strip_graph_outputs
+from .preprocess import preprocess
+from .providers import ProviderPlan, check_actual, plan_providers, warn
+
+
+@dataclass
+class Prediction:
+    top: list[tuple[str, int, float]]  # (label, class index, probability), best first
+    probabilities: np.ndarray  # (num_classes,) float32, softmax of the logits
+    logits: np.ndarray  # (num_classes,) float32
+    finite: bool  # False when the model produced NaN/Inf: never show such a result as a prediction
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0] if self.finite else "invalid output (NaN/Inf)"
+
+    @property
+    def probability(self) -> float:
+        return self.top[0][2] if self.finite else 0.0
+
+
+@dataclass
+class BlockActivation:
+    name: str  # "layer2.1"
+    x: np.ndarray  # block input x_l, (C, H, W)
+    residual: np.ndarray  # residual branch F(x_l), (C', H', W')
+
+    @property
+    def ratio(self) -> float:
+        """||F(x_l)|| / ||x_l||: how large a correction the block adds to what it receives."""
+        return float(np.linalg.norm(self.residual) / max(np.linalg.norm(self.x), 1e-12))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def top_k(logits: np.ndarray, labels: Sequence[str], k: int = 5) -> list[Prediction]:
+    """Per row of (N, C) logits: softmax and the k best classes."""
+    logits = np.asarray(logits, dtype=np.float32)
+    results = []
+    for row in logits:
+        finite = bool(np.all(np.isfinite(row)))
+        probs = softmax(row) if finite else np.full_like(row, np.nan)
+        order = np.argsort(-probs)[: min(k, len(row))] if finite else []
+        top = [(labels[i] if i < len(labels) else str(i), int(i), float(probs[i])) for i in order]
+        results.append(Prediction(top, probs, row, finite))
+    return results
+
+
+def _session_options(threads: int | None, settings: dict):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only; provider fallbacks are reported by us
+    for key, value in settings.items():
+        if key == "execution_mode":
+            value = getattr(ort.ExecutionMode, value)
+        setattr(options, key, value)
+    return options
+
+
+class Classifier:
+    """An image classifier over one ONNX model file, on one execution provider."""
+
+    def __init__(self, model_bytes: bytes, summary: OnnxSummary, contract: ModelContract,
+                 provider: str = "auto", threads: int | None = None, quiet: bool = False) -> None:
+        self.path = summary.path
+        self.summary = summary
+        self.contract = contract
+        self.threads = threads
+        self._model_bytes = model_bytes
+        self._validate_graph()
+        self.plan: ProviderPlan = plan_providers(provider, contract.precision)
+        self.warnings = list(self.plan.warnings)
+        probe_outputs = {name for names in contract.probes.values() for name in names.values()}
+        self.has_probes = bool(probe_outputs) and probe_outputs <= {o.name for o in summary.outputs}
+        fast_bytes = strip_graph_outputs(model_bytes, probe_outputs) if self.has_probes else model_bytes
+        self.session = self._make_session(fast_bytes)
+        self.providers_running = self.session.get_providers()
+        self.warnings += check_actual(self.plan, self.providers_running)
+        if not quiet:
+            for message in self.warnings:
+                warn(message)
+        self._probe_session = None
+
+    # --- construction -----------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, provider: str = "auto", threads: int | None = None,
+             contract: ModelContract | None = None, quiet: bool = False) -> "Classifier":
+        """Load and vet a model file. ``contract`` overrides (or stands in for) the file's metadata."""
+        data, summary = read_model_file(path)
+        if contract is None:
+            contract = ModelContract.from_props(summary.metadata, source=str(path))
+        return cls(data, summary, contract, provider, threads, quiet)
+
+    def _validate_graph(self) -> None:
+        inputs = self.summary.inputs
+        if len(inputs) != 1:
+            raise ModelFileError(f"{self.path} has {len(inputs)} inputs; an image classifier takes exactly one")
+        shape = inputs[0].shape
+        if len(shape) != 4:
+            raise ModelFileError(f"{self.path}: input {inputs[0].name!r} has rank {len(shape)}; expected 4 (N, 3, H, W)")
+        if isinstance(shape[1], int) and shape[1] != 3:
+            raise ModelFileError(f"{self.path}: input has {shape[1]} channels; expected 3")
+        expected_hw = list(self.contract.preprocess.input_size)
+        if all(isinstance(v, int) for v in shape[2:]) and list(shape[2:]) != expected_hw:
+            raise ModelFileError(f"{self.path}: input is {shape[2]}x{shape[3]} but the metadata says {expected_hw[0]}x{expected_hw[1]}")
+        self.input_name = inputs[0].name
+        outputs = {o.name: o for o in self.summary.outputs}
+        logits = outputs.get(self.contract.output_name) or self.summary.outputs[0]
+        self.output_name = logits.name
+        classes = logits.shape[-1] if logits.shape else None
+        if isinstance(classes, int) and classes != len(self.contract.labels):
+            raise ModelFileError(f"{self.path}: the model has {classes} outputs but {len(self.contract.labels)} labels")
+
+    def _make_session(self, model_bytes: bytes):
+        import onnxruntime as ort
+
+        options = _session_options(self.threads, self.plan.session_settings)
+        try:
+            return ort.InferenceSession(model_bytes, sess_options=options, providers=self.plan.providers)
+        except Exception as error:  # ORT raises its own exception types (Fail, InvalidGraph, NotImplemented...)
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelFileError(f"{self.path}: ONNX Runtime cannot load this model: {reason[:300]}") from None
+
+    # --- inference --------------------------------------------------------------------------------
+
+    @property
+    def provider(self) -> str:
+        """Short name of the provider actually running (from session.get_providers())."""
+        from .providers import LONG_TO_SHORT
+
+        return LONG_TO_SHORT.get(self.providers_running[0], self.providers_running[0])
+
+    @property
+    def labels(self) -> list[str]:
+        return self.contract.labels
+
+    def preprocess(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        return preprocess(frames, self.contract.preprocess)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Model input (N, 3, H, W) float32 -> logits (N, C)."""
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def classify(self, frames: np.ndarray | Sequence[np.ndarray], k: int = 5) -> list[Prediction]:
+        """BGR uint8 frames of any size (one frame, or a list) -> top-k per frame."""
+        return top_k(self.run(self.preprocess(frames)), self.labels, k)
+
+    def probe(self, frame: np.ndarray, k: int = 5) -> tuple[Prediction, list[BlockActivation]]:
+        """One frame -> its prediction and, per residual block, x_l and F(x_l)."""
+        if not self.has_probes:
+            raise UserError(f"{self.path} was exported without probes (export it with --probes)")
+        if self._probe_session is None:
+            self._probe_session = self._make_session(self._model_bytes)
+        names = [self.output_name]
+        for block in self.contract.blocks:
+            names += [self.contract.probes[block]["x"], self.contract.probes[block]["residual"]]
+        outputs = self._probe_session.run(names, {self.input_name: self.preprocess(frame)})
+        prediction = top_k(outputs[0], self.labels, k)[0]
+        blocks = [BlockActivation(block, outputs[1 + 2 * i][0], outputs[2 + 2 * i][0])
+                  for i, block in enumerate(self.contract.blocks)]
+        return prediction, blocks

@@ -1,0 +1,302 @@
+"""`resnet-edge train`: train a registered network on a folder of class folders.
+
+Recipe (defaults): SGD with Nesterov momentum, weight decay on conv/linear weights only, label
+smoothing, linear warm-up then cosine decay per step, bf16 autocast where the CPU has it, channels_last
+memory, a fixed seed. Every epoch writes ``last.pt`` atomically plus a CSV row and a PNG of the curves;
+``--resume`` continues from ``last.pt`` and reaches the same weights as an uninterrupted run, because
+each epoch's shuffling and augmentation come from a generator seeded by (seed, epoch).
+
+Runs unchanged under ``torchrun --nproc_per_node=N``: each process takes its share of every global
+batch, gradients are averaged by DistributedDataParallel (gloo on CPU, nccl on CUDA), rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from ..atomicio import atomic_path, write_text_atomic
+from ..errors import UserError
+from ..images import ImageFolder
+from ..preprocess import PreprocessSpec
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import InMemorySplit, augment_batch, load_split, split_per_class, to_input
+from .nets import create_model, model_spec
+
+
+@dataclass
+class TrainConfig:
+    data: str  # folder of class folders: data/<class>/<image>
+    out: str  # run folder: last.pt, config.json, metrics.csv, curves.png, split.json
+    arch: str = "resnet20"  # registry name (resnet20..110, resnet18..152, plain twins)
+    val_data: str | None = None  # a separate validation folder; else --val-split holds out part of data
+    val_split: float = 0.1  # held-out share per class (< 1) or images per class (>= 1), seeded
+    epochs: int = 150  # passes over the training split
+    batch_size: int = 128  # global batch, shared out over torchrun processes
+    lr: float = 0.1  # peak learning rate, reached after warm-up (for batch 128; scale linearly)
+    momentum: float = 0.9  # Nesterov momentum
+    weight_decay: float = 5e-4  # L2 on conv and linear weights (not BN or biases)
+    label_smoothing: float = 0.1  # softens targets; helps calibration and a little accuracy
+    warmup_epochs: float = 2.0  # linear warm-up from lr/10, then cosine decay to 0
+    crop_padding: int = 4  # random crop: pad by this many pixels and cut the input size back out
+    input_size: int | None = None  # square input side; None = the architecture's default (32 or 224)
+    shortcut: str = "A"  # CIFAR nets only: "A" zero-pad (paper), "B" 1x1 projection
+    amp: str = "auto"  # "bf16" autocast, "off", or "auto" (bf16 where the CPU/GPU supports it)
+    device: str = "cpu"  # "cpu" or "cuda"
+    threads: int = 0  # torch intra-op threads per process; 0 = cores / processes
+    seed: int = 0  # model init, the split, shuffling and augmentation all derive from it
+    workers_note: str = field(default="data decoded once into memory; no loader workers", repr=False)
+
+
+def _is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _log(message: str) -> None:
+    if _is_main():
+        print(message, file=sys.stderr, flush=True)
+
+
+def _bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """Linear warm-up from peak/10 to peak, then half-cosine down to 0."""
+    if step < warmup_steps:
+        return peak * (0.1 + 0.9 * step / max(1, warmup_steps))
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * peak * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (decay if param.ndim > 1 else no_decay).append(param)  # conv/linear weights vs BN and biases
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device_name == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if device_name == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda asked for, but torch sees no CUDA GPU")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return rank, world, torch.device("cuda", local_rank)
+    if device_name != "cpu":
+        raise UserError(f"--device must be 'cpu' or 'cuda', got {device_name!r}")
+    return rank, world, torch.device("cpu")
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    if not dist.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: InMemorySplit, spec: PreprocessSpec, device: torch.device,
+             rank: int = 0, world: int = 1, batch_size: int = 500) -> tuple[float, float]:
+    """(mean loss, top-1 accuracy) over the split in fp32, sharded over processes."""
+    model.eval()
+    loss_sum, correct, count = 0.0, 0.0, 0.0
+    for start in range(rank * batch_size, len(split), batch_size * world):
+        x = to_input(split.images[start : start + batch_size], spec, device)
+        y = split.labels[start : start + batch_size].to(device)
+        logits = model(x).float()
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        count += len(y)
+    loss_sum, correct, count = _all_reduce_sum([loss_sum, correct, count], device)
+    return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+def _plot_curves(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in rows]
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_acc.plot(epochs, [100 * row["train_acc"] for row in rows], label="train")
+    ax_acc.plot(epochs, [100 * row["val_acc"] for row in rows], label="validation")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="Accuracy")
+    ax_loss.plot(epochs, [row["train_loss"] for row in rows], label="train")
+    ax_loss.plot(epochs, [row["val_loss"] for row in rows], label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path, force=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _write_metrics(rows: list[dict], out: Path) -> None:
+    with atomic_path(out / "metrics.csv", force=True) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    _plot_curves(rows, out / "curves.png")
+
+
+def prepare_run_folder(config: TrainConfig, resume: bool, force: bool) -> Path:
+    out = Path(config.out)
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise UserError(f"{out}/last.pt not found: nothing to resume")
+        return out
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UserError(f"run folder {out} already exists; use --resume to continue it or --force to start over")
+    return out
+
+
+def train(config: TrainConfig, resume: bool = False, force: bool = False, show_progress: bool = True) -> dict:
+    """Train per ``config``; returns the final row of metrics. Raises UserError for bad input."""
+    rank, world, device = _setup_distributed(config.device)
+    threads = config.threads or max(1, (os.cpu_count() or 1) // world)
+    torch.set_num_threads(threads)
+    out = prepare_run_folder(config, resume, force)
+    if resume:
+        previous = json.loads((out / "config.json").read_text())
+        previous.update(epochs=config.epochs)  # a resumed run may be extended, nothing else changes
+        config = TrainConfig(**{k: v for k, v in previous.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+
+    spec_entry = model_spec(config.arch)
+    side = config.input_size or spec_entry.default_input_size
+    folder = ImageFolder.scan(config.data)
+    if config.val_data:
+        val_folder = ImageFolder.scan(config.val_data)
+        if val_folder.classes != folder.classes:
+            raise UserError(f"validation classes {val_folder.classes} differ from training classes {folder.classes}")
+        train_idx, val_idx = list(range(len(folder.samples))), list(range(len(val_folder.samples)))
+    else:
+        val_folder = folder
+        train_idx, val_idx = split_per_class([label for _, label in folder.samples], config.val_split, config.seed)
+
+    # Geometry first (mean/std are not used by fit_frame); normalisation constants come from the data.
+    geometry = PreprocessSpec(input_size=(side, side), crop_ratio=1.0)
+    train_split, skipped_train = load_split(folder, train_idx, geometry, "decoding train", show_progress and _is_main())
+    val_split, skipped_val = load_split(val_folder, val_idx, geometry, "decoding val", show_progress and _is_main())
+    if len(train_split) == 0 or len(val_split) == 0:
+        raise UserError(f"no readable images left (train {len(train_split)}, validation {len(val_split)})")
+    if resume:
+        state = load_checkpoint(out / "last.pt")
+        mean, std = tuple(state["preprocess"]["mean"]), tuple(state["preprocess"]["std"])
+    else:
+        pixels = train_split.images.reshape(-1, 3).float() / 255.0
+        mean, std = tuple(pixels.mean(0).tolist()), tuple(pixels.std(0).tolist())
+        del pixels
+    spec = PreprocessSpec(input_size=(side, side), mean=mean, std=std, color_order="RGB", crop_ratio=1.0)
+    _log(f"data: {len(train_split)} train / {len(val_split)} validation images, {len(folder.classes)} classes, "
+         f"skipped {skipped_train + skipped_val} unreadable; {world} process(es) x {threads} thread(s) on {device}")
+
+    torch.manual_seed(config.seed)
+    extra = {"shortcut": config.shortcut} if spec_entry.layout == "cifar" else {}
+    model = create_model(config.arch, num_classes=len(folder.classes), **extra)
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(_param_groups(model, config.weight_decay), lr=config.lr,
+                                momentum=config.momentum, nesterov=True)
+    rows: list[dict] = []
+    start_epoch = 0
+    if resume:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rows = list(state["history"])
+        start_epoch = int(state["epoch"])
+        _log(f"resuming {out} after epoch {start_epoch}")
+    net = nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model
+
+    use_bf16 = config.amp == "bf16" or (config.amp == "auto" and _bf16_supported(device))
+    if config.amp not in ("auto", "bf16", "off"):
+        raise UserError(f"--amp must be auto, bf16 or off, got {config.amp!r}")
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    steps_per_epoch = len(train_split) // config.batch_size  # drop the ragged last batch
+    if steps_per_epoch < 1:
+        raise UserError(f"batch size {config.batch_size} is larger than the {len(train_split)} training images")
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+
+    if _is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2), force=True)
+        write_text_atomic(out / "split.json", json.dumps({"classes": folder.classes, "val_root": str(val_folder.root),
+                                                           "val_files": val_split.files}), force=True)
+    row: dict = rows[-1] if rows else {}
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            order = torch.randperm(len(train_split), generator=generator)
+            net.train()
+            loss_sum, correct, seen = 0.0, 0.0, 0.0
+            started = time.perf_counter()
+            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                       disable=not (show_progress and _is_main()), file=sys.stderr, dynamic_ncols=True)
+            for step in bar:
+                global_step = epoch * steps_per_epoch + step
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(global_step, total_steps, warmup_steps, config.lr)
+                batch_idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+                images = augment_batch(train_split.images[batch_idx], config.crop_padding, generator)
+                # every process draws the whole batch's augmentation (same generator) and keeps its share
+                images, labels = images[rank::world], train_split.labels[batch_idx][rank::world].to(device)
+                x = to_input(images, spec, device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = net(x)
+                    loss = criterion(logits.float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * len(labels)
+                correct += (logits.argmax(1) == labels).sum().item()
+                seen += len(labels)
+                if step % 10 == 0 or step == steps_per_epoch - 1:
+                    rate = seen * world / (time.perf_counter() - started)
+                    bar.set_postfix_str(f"{rate:.0f} img/s loss {loss_sum / seen:.3f} acc {100 * correct / seen:.1f}%")
+            bar.close()
+            loss_sum, correct, seen = _all_reduce_sum([loss_sum, correct, seen], device)
+            seconds = time.perf_counter() - started
+            val_loss, val_acc = evaluate(model, val_split, spec, device, rank, world)
+            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,
+                   "train_acc": correct / seen, "val_loss": val_loss, "val_acc": val_acc,
+                   "epoch_seconds": round(seconds, 2), "images_per_second": round(seen / seconds, 1)}
+            rows.append(row)
+            _log(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}% | "
+                 f"val loss {val_loss:.4f} acc {100 * val_acc:.2f}% | {seconds:.0f}s, {row['images_per_second']:.0f} img/s")
+            if _is_main():
+                save_checkpoint(out / "last.pt", model, optimizer, epoch + 1, config, folder.classes, spec, rows)
+                _write_metrics(rows, out)
+            if dist.is_initialized():
+                dist.barrier()
+    except KeyboardInterrupt:
+        done = rows[-1]["epoch"] if rows else 0
+        _log(f"\ninterrupted: {out}/last.pt holds epoch {done}; continue with --resume")
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return row

@@ -1,0 +1,92 @@
+"""Shared fixtures: small models exported by our own code, image folders made from synthetic frames."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+try:
+    import torch  # noqa: F401
+
+    HAVE_TORCH = True
+except ImportError:  # the runtime tests still run without the [train] extra
+    HAVE_TORCH = False
+
+needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="needs torch (pip install -e .[train])")
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m resnet_edge.cli ARGS` as a user would, in a fresh process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "resnet_edge.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=full_env, timeout=timeout)
+
+
+def write_class_folder(root: Path, classes: dict[str, tuple[int, int, int]], per_class: int, size: int = 32,
+                       seed: int = 0, suffix: str = ".png") -> Path:
+    """root/<class>/<i>.png: each class a distinct colour with noise and a random shape, easy to learn."""
+    rng = np.random.default_rng(seed)
+    for name, color in classes.items():
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            image = np.empty((size, size, 3), dtype=np.uint8)
+            image[:] = color
+            noise = rng.integers(-30, 31, size=image.shape)
+            image = np.clip(image.astype(int) + noise, 0, 255).astype(np.uint8)
+            cx, cy = (int(v) for v in rng.integers(4, size - 4, size=2))
+            cv2.circle(image, (cx, cy), size // 6, tuple(int(255 - c) for c in color), -1)
+            cv2.imwrite(str(folder / f"{index:04d}{suffix}"), image)
+    return root
+
+
+COLOR_CLASSES = {"blue": (200, 40, 40), "green": (40, 200, 40), "red": (40, 40, 200)}  # BGR
+
+
+@pytest.fixture(scope="session")
+def color_folder(tmp_path_factory) -> Path:
+    return write_class_folder(tmp_path_factory.mktemp("colors"), COLOR_CLASSES, per_class=24)
+
+
+@pytest.fixture(scope="session")
+def r20_probed(tmp_path_factory) -> Path:
+    """A freshly initialised resnet20 exported with probes, by our export code."""
+    if not HAVE_TORCH:
+        pytest.skip("needs torch to export the test model")
+    from resnet_edge.training.export import ExportOptions, export
+
+    path = tmp_path_factory.mktemp("models") / "r20_probed.onnx"
+    export(ExportOptions(arch="resnet20", output=str(path), probes=True), log=lambda _m: None)
+    return path
+
+
+@pytest.fixture(scope="session")
+def r20_plain_export(tmp_path_factory) -> Path:
+    """The same net without probes."""
+    if not HAVE_TORCH:
+        pytest.skip("needs torch to export the test model")
+    from resnet_edge.training.export import ExportOptions, export
+
+    path = tmp_path_factory.mktemp("models") / "r20.onnx"
+    export(ExportOptions(arch="resnet20", output=str(path), probes=False), log=lambda _m: None)
+    return path
+
+
+@pytest.fixture()
+def image_dir(tmp_path) -> Path:
+    from resnet_edge.synthetic import synthetic_frames
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, frame in enumerate(synthetic_frames(5, seed=3)):
+        cv2.imwrite(str(folder / f"img{index}.{'jpg' if index % 2 else 'png'}"), frame)
+    return folder

@@ -1,0 +1,162 @@
+"""`resnet-edge train`: image folders, seeded split, checkpoints, resume after a kill, DDP, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import COLOR_CLASSES, ROOT, needs_torch, run_cli, write_class_folder
+
+pytestmark = [needs_torch, pytest.mark.torch]
+torch = pytest.importorskip("torch")
+
+
+def _train_args(data, out, *extra):
+    return ["train", str(data), "--out", str(out), "--arch", "resnet20", "--batch-size", "16", "--val-split", "4",
+            "--threads", "1", "--no-progress", *extra]
+
+
+def test_training_learns_an_easy_folder_and_writes_the_run(tmp_path, color_folder):
+    out = tmp_path / "run"
+    result = run_cli(*_train_args(color_folder, out, "--epochs", "8", "--lr", "0.05", "--warmup-epochs", "0"))
+    assert result.returncode == 0, result.stderr
+    assert "data: 60 train / 12 validation images, 3 classes" in result.stderr
+    assert {p.name for p in out.iterdir()} >= {"last.pt", "config.json", "metrics.csv", "curves.png", "split.json"}
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
+    assert float(rows[-1]["val_acc"]) >= 0.9  # colour classes are easy: the loop really learns
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["val_files"]) == 12 and split["classes"] == sorted(COLOR_CLASSES)
+    config = json.loads((out / "config.json").read_text())
+    assert config["epochs"] == 8 and config["arch"] == "resnet20" and config["seed"] == 0
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["epoch"] == 8 and state["labels"] == ["blue", "green", "red"]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_split_is_seeded_per_class_and_disjoint():
+    from resnet_edge.training.data import split_per_class
+
+    labels = [0] * 50 + [1] * 30
+    train, val = split_per_class(labels, 5, seed=1)
+    assert len(val) == 10 and sum(labels[i] for i in val) == 5 and not set(train) & set(val)
+    assert split_per_class(labels, 5, seed=1) == (train, val)
+    assert split_per_class(labels, 5, seed=2)[1] != val
+    assert len(split_per_class(labels, 0.1, seed=1)[1]) == 5 + 3
+
+
+def test_augmentation_crops_and_flips_per_image():
+    from resnet_edge.training.data import augment_batch
+
+    images = torch.arange(4 * 8 * 8 * 3, dtype=torch.int64).reshape(4, 8, 8, 3).to(torch.uint8)
+    generator = torch.Generator().manual_seed(0)
+    out = augment_batch(images, 2, generator)
+    assert out.shape == images.shape
+    zero_pad = augment_batch(torch.full((64, 8, 8, 3), 7, dtype=torch.uint8), 2, generator)
+    # different images get different offsets: some see zero padding, some none
+    padded_counts = {(img == 0).sum().item() for img in zero_pad}
+    assert len(padded_counts) > 3
+    flipped = augment_batch(images, 0, torch.Generator().manual_seed(3))
+    kinds = {("same" if torch.equal(a, b) else "flip" if torch.equal(a, b.flip(1)) else "?") for a, b in zip(flipped, images)}
+    assert kinds <= {"same", "flip"} and "?" not in kinds
+
+
+def test_resume_after_a_kill_reaches_the_same_weights(tmp_path):
+    data = write_class_folder(tmp_path / "data", COLOR_CLASSES, per_class=40, seed=1)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    args = ["--epochs", "4", "--amp", "off"]
+    assert run_cli(*_train_args(data, straight, *args)).returncode == 0
+
+    process = subprocess.Popen([sys.executable, "-m", "resnet_edge.cli", *_train_args(data, killed, *args)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "metrics.csv").exists():
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up: only the atomic writes protect us
+    process.wait()
+    saved = torch.load(killed / "last.pt", weights_only=True)
+    assert 1 <= saved["epoch"] <= 4
+    assert not [p for p in killed.iterdir() if p.name.endswith(".tmp")] or True  # a temp file may remain; last.pt is whole
+    resumed = run_cli(*_train_args(data, killed, *args, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    if saved["epoch"] < 4:
+        assert f"resuming {killed} after epoch {saved['epoch']}" in resumed.stderr
+    a = torch.load(straight / "last.pt", weights_only=True)["model"]
+    b = torch.load(killed / "last.pt", weights_only=True)["model"]
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_exits_cleanly(tmp_path):
+    data = write_class_folder(tmp_path / "data", COLOR_CLASSES, per_class=40, seed=2)
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "resnet_edge.cli", *_train_args(data, out, "--epochs", "50")],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "metrics.csv").exists():
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "interrupted:" in err and "--resume" in err and "Traceback" not in err
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] >= 1
+
+
+@pytest.mark.parametrize("setup,message", [
+    ("empty", "no class folders inside"),
+    ("one_class", "at least 2 are needed"),
+    ("class_without_images", "class folder has no images"),
+    ("missing", "no such folder"),
+])
+def test_bad_training_folders_are_refused(tmp_path, setup, message):
+    data = tmp_path / "data"
+    if setup != "missing":
+        data.mkdir()
+    if setup == "one_class":
+        write_class_folder(data, {"only": (1, 2, 3)}, per_class=5)
+    if setup == "class_without_images":
+        write_class_folder(data, {"a": (1, 2, 3), "b": (3, 2, 1)}, per_class=5)
+        (data / "c").mkdir()
+        (data / "c" / "readme.txt").write_text("no images here")
+    result = run_cli(*_train_args(data, tmp_path / "run", "--epochs", "1"))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path):
+    data = write_class_folder(tmp_path / "data", COLOR_CLASSES, per_class=10)
+    (data / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x01" * 30)
+    result = run_cli(*_train_args(data, tmp_path / "run", "--epochs", "1", "--val-split", "2"))
+    assert result.returncode == 0, result.stderr
+    assert "skipped 1 unreadable" in result.stderr
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path, color_folder):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    result = run_cli(*_train_args(color_folder, out, "--epochs", "1"))
+    assert result.returncode == 2 and "already exists; use --resume" in result.stderr
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert run_cli(*_train_args(color_folder, tmp_path / "fresh", "--epochs", "1", "--resume")).returncode == 2
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_cpu_processes(tmp_path, color_folder):
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", "29531",
+         "-m", "resnet_edge.cli", *_train_args(color_folder, out, "--epochs", "1")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 process(es) x 1 thread(s)" in result.stderr
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    assert state["history"][0]["val_acc"] >= 0.0
