@@ -1,0 +1,134 @@
+"""Training throughput: our train loop vs a plain fp32 NCHW PyTorch loop, same net, same batch, one run.
+
+    python benchmarks/train_throughput.py --data /tmp/cifar10/train --arch resnet20 --steps 30
+
+"ours" is what `resnet-edge train` does per step: images decoded once into memory as uint8, per-image
+random crop + flip drawn for the whole batch in one gather, bf16 autocast, channels_last.
+"plain" is the textbook loop: a Dataset that reads and decodes each JPEG from disk, crops and flips it in
+numpy, a DataLoader that collates, fp32 NCHW tensors. Both run SGD with Nesterov momentum on the same
+architecture, batch size and thread count, alternating rounds so machine noise hits both alike.
+Target (issue 3): ours >= 2.0x plain on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from resnet_edge.images import ImageFolder, read_image  # noqa: E402
+from resnet_edge.preprocess import CIFAR10_MEAN, CIFAR10_STD, PreprocessSpec, fit_frame  # noqa: E402
+from resnet_edge.training.data import augment_batch, to_input  # noqa: E402
+from resnet_edge.training.nets import create_model  # noqa: E402
+
+
+class PlainDataset(torch.utils.data.Dataset):
+    """The textbook dataset: decode from disk every time, augment one image at a time."""
+
+    def __init__(self, samples: list[tuple[Path, int]], spec: PreprocessSpec, padding: int = 4) -> None:
+        self.samples, self.spec, self.padding = samples, spec, padding
+        self.mean = np.asarray(spec.mean, np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(spec.std, np.float32).reshape(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        image = fit_frame(read_image(path), self.spec)  # (H, W, 3) RGB uint8
+        p = self.padding
+        padded = np.pad(image, ((p, p), (p, p), (0, 0)))
+        dy, dx = np.random.randint(0, 2 * p + 1, size=2)
+        image = padded[dy : dy + image.shape[0], dx : dx + image.shape[1]]
+        if np.random.rand() < 0.5:
+            image = image[:, ::-1]
+        chw = (image.transpose(2, 0, 1).astype(np.float32) / 255.0 - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(chw)), label
+
+
+def run_ours(model, optimizer, images, labels, spec, batch, steps, generator) -> float:
+    model.train()
+    started = time.perf_counter()
+    for _ in range(steps):
+        idx = torch.randint(0, len(labels), (batch,), generator=generator)
+        x = to_input(augment_batch(images[idx], 4, generator), spec, torch.device("cpu"))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(model(x).float(), labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return batch * steps / (time.perf_counter() - started)
+
+
+def run_plain(model, optimizer, loader_iter, batch, steps) -> float:
+    model.train()
+    started = time.perf_counter()
+    for _ in range(steps):
+        x, y = next(loader_iter)
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return batch * steps / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="folder of class folders (e.g. unpacked CIFAR-10 train/)")
+    parser.add_argument("--arch", default="resnet20")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    parser.add_argument("--images", type=int, default=5000, help="images to load (decoding all 50k is not the point)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folder = ImageFolder.scan(args.data)
+    rng = np.random.default_rng(0)
+    chosen = sorted(rng.choice(len(folder.samples), size=min(args.images, len(folder.samples)), replace=False))
+    samples = [folder.samples[i] for i in chosen]
+    spec = PreprocessSpec((32, 32), CIFAR10_MEAN, CIFAR10_STD, "RGB", "center_crop", 1.0)
+    images = torch.from_numpy(np.stack([fit_frame(read_image(p), spec) for p, _ in samples]))
+    labels = torch.tensor([label for _, label in samples])
+    classes = len(folder.classes)
+
+    torch.manual_seed(0)
+    ours_model = create_model(args.arch, num_classes=classes).to(memory_format=torch.channels_last)
+    plain_model = create_model(args.arch, num_classes=classes)
+    ours_opt = torch.optim.SGD(ours_model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    plain_opt = torch.optim.SGD(plain_model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    loader = torch.utils.data.DataLoader(PlainDataset(samples, spec), batch_size=args.batch_size, shuffle=True,
+                                         drop_last=True, num_workers=0)
+
+    def endless():
+        while True:
+            yield from loader
+
+    plain_iter = endless()
+    generator = torch.Generator().manual_seed(0)
+    run_ours(ours_model, ours_opt, images, labels, spec, args.batch_size, 3, generator)  # warm-up
+    run_plain(plain_model, plain_opt, plain_iter, args.batch_size, 3)
+    ours, plain = [], []
+    for _ in range(args.rounds):
+        ours.append(run_ours(ours_model, ours_opt, images, labels, spec, args.batch_size, args.steps, generator))
+        plain.append(run_plain(plain_model, plain_opt, plain_iter, args.batch_size, args.steps))
+    o, p = statistics.median(ours), statistics.median(plain)
+    print(f"training throughput, {args.arch}, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+          f"{args.rounds} alternating rounds of {args.steps} steps (median)")
+    print(f"| loop | images/s | vs plain |")
+    print(f"|---|---:|---:|")
+    print(f"| plain: disk decode per step, per-image numpy aug, fp32 NCHW | {p:.0f} | 1.00x |")
+    print(f"| resnet-edge train: in-memory uint8, batched aug, bf16 autocast, channels_last | {o:.0f} | {o / p:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

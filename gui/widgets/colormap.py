@@ -1,0 +1,60 @@
+"""Colour maps as 256-entry lookup tables, and numpy arrays -> QImage."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtGui import QImage
+
+# viridis (sequential, for magnitudes) and a red-blue diverging map (for signed channel values),
+# sampled at a few points; perceptually close enough for a live view
+VIRIDIS_ANCHORS = [(68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
+                   (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37)]
+DIVERGING_ANCHORS = [(5, 48, 97), (67, 147, 195), (209, 229, 240), (247, 247, 247), (253, 219, 199),
+                     (214, 96, 77), (103, 0, 31)]
+
+
+def make_lut(anchors: list[tuple[int, int, int]]) -> np.ndarray:
+    """(256, 3) uint8 RGB, linear between evenly spaced anchors."""
+    points = np.linspace(0.0, 1.0, len(anchors))
+    ramp = np.linspace(0.0, 1.0, 256)
+    table = np.stack([np.interp(ramp, points, [color[c] for color in anchors]) for c in range(3)], axis=1)
+    return np.round(table).astype(np.uint8)
+
+
+VIRIDIS = make_lut(VIRIDIS_ANCHORS)
+DIVERGING = make_lut(DIVERGING_ANCHORS)
+
+
+def colorize(values: np.ndarray, low: float, high: float, lut: np.ndarray = VIRIDIS) -> np.ndarray:
+    """2-D values -> (H, W, 3) uint8 RGB, ``low``..``high`` spread over the table (clipped outside)."""
+    span = high - low if high > low else 1.0
+    scaled = np.nan_to_num((np.asarray(values, dtype=np.float32) - low) / span, nan=0.0, posinf=1.0, neginf=0.0)
+    return lut[np.clip(scaled * 255.0 + 0.5, 0, 255).astype(np.uint8)]
+
+
+def rgb_to_qimage(rgb: np.ndarray) -> QImage:
+    """(H, W, 3) uint8 RGB -> a QImage that owns a copy of the pixels."""
+    rgb = np.ascontiguousarray(rgb)
+    height, width = rgb.shape[:2]
+    return QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+
+
+def bgr_to_qimage(image: np.ndarray) -> QImage:
+    """A BGR, BGRA or grey uint8 frame -> a QImage that owns a copy of the pixels."""
+    image = np.ascontiguousarray(image)
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    height, width = image.shape[:2]
+    if image.ndim == 2:
+        return QImage(image.data, width, height, width, QImage.Format.Format_Grayscale8).copy()
+    if image.shape[2] == 4:
+        image = np.ascontiguousarray(image[:, :, :3])
+    return QImage(image.data, width, height, 3 * width, QImage.Format.Format_BGR888).copy()
+
+
+def gradient(lut: np.ndarray, width: int, height: int, vertical: bool = True) -> QImage:
+    """The table as a colour bar: high values at the top (vertical) or right."""
+    ramp = lut[::-1] if vertical else lut
+    strip = ramp[:, None, :] if vertical else ramp[None, :, :]
+    image = rgb_to_qimage(strip)
+    return image.scaled(width, height)
