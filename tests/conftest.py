@@ -57,28 +57,26 @@ def color_folder(tmp_path_factory) -> Path:
     return write_class_folder(tmp_path_factory.mktemp("colors"), COLOR_CLASSES, per_class=24)
 
 
-@pytest.fixture(scope="session")
-def r20_probed(tmp_path_factory) -> Path:
-    """A freshly initialised resnet20 exported with probes, by our export code."""
+def _export_fresh_resnet20(tmp_path_factory, name: str, probes: bool) -> Path:
     if not HAVE_TORCH:
         pytest.skip("needs torch to export the test model")
     from resnet_edge.training.export import ExportOptions, export
 
-    path = tmp_path_factory.mktemp("models") / "r20_probed.onnx"
-    export(ExportOptions(arch="resnet20", output=str(path), probes=True), log=lambda _m: None)
+    path = tmp_path_factory.mktemp("models") / name
+    export(ExportOptions(arch="resnet20", output=str(path), probes=probes), log=lambda _m: None)
     return path
+
+
+@pytest.fixture(scope="session")
+def r20_probed(tmp_path_factory) -> Path:
+    """A freshly initialised resnet20 exported with probes, by our export code."""
+    return _export_fresh_resnet20(tmp_path_factory, "r20_probed.onnx", probes=True)
 
 
 @pytest.fixture(scope="session")
 def r20_plain_export(tmp_path_factory) -> Path:
     """The same net without probes."""
-    if not HAVE_TORCH:
-        pytest.skip("needs torch to export the test model")
-    from resnet_edge.training.export import ExportOptions, export
-
-    path = tmp_path_factory.mktemp("models") / "r20.onnx"
-    export(ExportOptions(arch="resnet20", output=str(path), probes=False), log=lambda _m: None)
-    return path
+    return _export_fresh_resnet20(tmp_path_factory, "r20.onnx", probes=False)
 
 
 @pytest.fixture()

@@ -10,7 +10,6 @@ runtime's own preprocessing: max |logit diff| <= 1e-4 and 100% top-1 agreement, 
 from __future__ import annotations
 
 import io
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,7 +212,3 @@ def export(options: ExportOptions, log=print) -> tuple[Path, ParityReport]:
     log(f"wrote {output} ({len(onnx_bytes) / 1e6:.2f} MB, opset {options.opset}, "
         f"{len(blocks)} residual blocks{', with probes' if options.probes else ''})")
     return output, report
-
-
-def main_log(message: str) -> None:
-    print(message, file=sys.stdout, flush=True)

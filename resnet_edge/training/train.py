@@ -19,7 +19,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -57,7 +57,6 @@ class TrainConfig:
     device: str = "cpu"  # "cpu" or "cuda"
     threads: int = 0  # torch intra-op threads per process; 0 = cores / processes
     seed: int = 0  # model init, the split, shuffling and augmentation all derive from it
-    workers_note: str = field(default="data decoded once into memory; no loader workers", repr=False)
 
 
 def _is_main() -> bool:
