@@ -211,6 +211,7 @@ class CaptureWorker(QThread):
         self.live = False  # the current source is a camera (frames stop = trouble, not the end of a file)
         self.description = ""
         self.last_frame_time = 0.0
+        self.troubles: deque[tuple[str, float]] = deque(maxlen=50)  # recent (message, retry delay), newest last
         self._lock = threading.Lock()
         self._pending: SourceFactory | None = factory
         self._paused = False
@@ -227,6 +228,8 @@ class CaptureWorker(QThread):
         self._wakeup.set()
 
     def set_paused(self, paused: bool) -> None:
+        if not paused and self.last_frame_time:
+            self.last_frame_time = time.monotonic()  # the pause was ours: no "camera silent" banner for it
         self._paused = paused
         self._wakeup.set()
 
@@ -276,7 +279,9 @@ class CaptureWorker(QThread):
 
     def _retry(self, message: str) -> None:
         delay = self.backoff.next()
-        self.trouble.emit(f"{message}; reconnecting in {delay:g} s", delay)
+        message = f"{message}; reconnecting in {delay:g} s"
+        self.troubles.append((message, delay))
+        self.trouble.emit(message, delay)
         self._wait(delay)
 
     def _wait(self, seconds: float) -> None:

@@ -327,7 +327,120 @@ def _run_gui(args: argparse.Namespace) -> int:
     return gui_main(argv + (["--model", args.model] if args.model else []))
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_gui, _add_classify, _add_info, _add_export, _add_train]
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="static INT8 (calibrated on images) or FP16 version of an fp32 ONNX model (no torch)",
+                       description="INT8: ONNX Runtime static quantization, QDQ format, per-channel int8 weights, uint8 "
+                                   "activations, calibrated on images through the runtime's preprocessing. FP16: for GPU "
+                                   "providers, inputs and outputs stay float32. Metadata and probes are kept.")
+    p.add_argument("model", help="fp32 ONNX model")
+    p.add_argument("--output", "-o", required=True, help="output .onnx file")
+    p.add_argument("--calib", help="calibration images (int8): a folder (class folders or flat) or a run's split.json")
+    p.add_argument("--precision", choices=["int8", "fp16"], default="int8", help="int8 (default) or fp16 (GPU providers)")
+    p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax",
+                   help="how activation ranges are set from the calibration data (default minmax)")
+    p.add_argument("--calib-size", type=int, default=256, help="calibration images, spread evenly over the class folders (default 256)")
+    p.add_argument("--activation-type", choices=["uint8", "int8"], default="uint8",
+                   help="uint8 (default; U8S8 is the fast path on x86) or int8 (S8S8, much slower on x86 CPUs)")
+    p.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor instead of per output channel")
+    p.add_argument("--no-pre-process", action="store_true",
+                   help="skip ONNX Runtime's quant_pre_process (on by default: exports of fresh weights share tensors that otherwise keep Convs off the fused int8 kernel)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per calibration run (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="which calibration images are picked")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_preprocess_flags(p, for_models_without_metadata=True)
+    p.set_defaults(run=_run_quantize)
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
+    from .onnxfile import read_model_file
+
+    try:
+        from .quantize import QuantizeOptions, quantize
+    except ImportError as error:
+        raise UserError(f"quantize needs the onnx package ({error}); install it with: pip install onnx") from None
+    _, summary = read_model_file(args.model)
+    quantize(QuantizeOptions(
+        model=args.model, output=args.output, calib=args.calib, precision=args.precision, method=args.method,
+        calib_size=args.calib_size, activation_type=args.activation_type, per_channel=not args.per_tensor,
+        pre_process=not args.no_pre_process, batch_size=args.batch_size, seed=args.seed, force=args.force,
+        contract=_contract_override(args, summary.metadata), show_progress=not args.no_progress))
+    return 0
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="accuracy, agreement and per-block quantization error of fp32/int8 models and a checkpoint",
+                       description="Run a PyTorch checkpoint and/or ONNX models over labelled images: top-1 accuracy of "
+                                   "each, agreement and max logit difference between them, and per residual block the "
+                                   "SQNR of int8 vs fp32 activations (from the probe outputs).")
+    p.add_argument("data", nargs="?", help="folder of class folders (names must match the models' labels)")
+    p.add_argument("--split", help="a training run's split.json instead of a folder (its held-out validation files)")
+    p.add_argument("--model", "-m", action="append", default=[], help="ONNX model (repeatable: fp32, int8, fp16)")
+    p.add_argument("--checkpoint", help="our PyTorch checkpoint, e.g. run/last.pt (needs torch)")
+    p.add_argument("--probe-images", type=int, default=64, help="images for the per-block SQNR (default 64; 0 skips it)")
+    p.add_argument("--max-images", type=int, help="evaluate at most this many images, spread over the classes")
+    p.add_argument("--max-drop", type=float, metavar="POINTS",
+                   help="exit 1 when an int8/fp16 model loses more than POINTS of top-1 accuracy against fp32")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    p.add_argument("--provider", default="auto", help="auto, cpu, cuda, directml or openvino (default auto)")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_verify)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from .verify import VerifyOptions, verify
+
+    verify(VerifyOptions(
+        data=args.data, split=args.split, checkpoint=args.checkpoint, models=args.model, probe_images=args.probe_images,
+        max_images=args.max_images, provider=args.provider, threads=args.threads, batch_size=args.batch_size,
+        max_drop=args.max_drop, json_path=args.json, force=args.force, show_progress=not args.no_progress))
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="latency and throughput per model and provider, beside PyTorch and OpenCV (no torch needed)",
+                       description="Time ONNX models on every available provider (batch 1 latency p50/p90/p99, batch N "
+                                   "throughput) next to PyTorch eager fp32 and OpenCV DNN, and the cost of the probes.")
+    p.add_argument("--model", "-m", action="append", default=[],
+                   help="ONNX model (repeatable; default: the shipped model, fp32 and int8 where shipped)")
+    p.add_argument("--provider", default="all", help="all (default: every available), auto, or a list like cpu,openvino")
+    p.add_argument("--threads", type=int, help="intra-op threads for every engine (default: all cores)")
+    p.add_argument("--batch-size", type=int, default=8, help="batch for the throughput runs (default 8)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    p.add_argument("--repeats", type=int, default=100, help="timed runs per measurement (default 100)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager baseline")
+    p.add_argument("--no-opencv", action="store_true", help="skip the OpenCV DNN baseline")
+    p.add_argument("--no-probe-cost", action="store_true", help="skip timing probed against probe-free sessions")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--plot", metavar="FILE", help="also draw a PNG bar chart")
+    p.add_argument("--force", action="store_true", help="overwrite existing --json / --plot files")
+    p.set_defaults(run=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from .bench import BenchOptions, bench, format_table
+    from .modelzoo import find_model, resolve_model
+
+    models = [str(resolve_model(m)) for m in args.model]
+    if not models:
+        models = [str(resolve_model(None))]
+        try:
+            models.append(str(find_model(precision="int8")))
+        except UserError:
+            pass  # no shipped int8 variant: bench the fp32 one alone
+    result = bench(BenchOptions(
+        models=models, providers=args.provider, threads=args.threads, batch_size=args.batch_size, warmup=args.warmup,
+        repeats=args.repeats, torch_baseline=not args.no_torch, opencv_baseline=not args.no_opencv,
+        probe_cost=not args.no_probe_cost, json_path=args.json, plot_path=args.plot, force=args.force))
+    print(format_table(result))
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_gui, _add_classify, _add_info, _add_export, _add_train, _add_quantize, _add_verify, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

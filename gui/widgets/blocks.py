@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from resnet_edge.runtime import BlockActivation
 
-from .colormap import DIVERGING, VIRIDIS, colorize, gradient, rgb_to_qimage
+from .colormap import DIVERGING, VIRIDIS, colorize, gradient, rgb_to_qimage, rgba_to_qimage
 
 LEFT = 70  # row labels
 RIGHT = 62  # colour bar
@@ -165,8 +165,8 @@ class BlockPanel(QWidget):
     def _draw_row_labels(self, painter: QPainter, tile: float, text: QColor) -> None:
         painter.setPen(text)
         align = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-        painter.drawText(QRectF(0, HEADER, LEFT - 8, tile), align, "x_l\n(input)")
-        painter.drawText(QRectF(0, HEADER + tile + 6, LEFT - 8, tile), align, "F(x_l)\n(residual)")
+        painter.drawText(QRectF(0, HEADER, LEFT - 8, tile), align, "xₗ\n(input)")
+        painter.drawText(QRectF(0, HEADER + tile + 6, LEFT - 8, tile), align, "F(xₗ)\n(residual)")
         bars_top = HEADER + 2 * tile + 12
         painter.drawText(QRectF(0, bars_top, LEFT - 8, self.height() - bars_top - 4), align, "‖F‖ / ‖x‖")
 
@@ -219,7 +219,7 @@ class BlockPanel(QWidget):
 
 
 class ChannelGrid(QWidget):
-    """Every channel of one block's x_l and F(x_l), signed values, one symmetric scale per grid."""
+    """Every channel of one block's x_l and F(x_l): signed values, one symmetric scale per grid (99th pct of |v|)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -235,7 +235,7 @@ class ChannelGrid(QWidget):
         self.block = block
         self._mosaics = []
         if block is not None:
-            for title, values in (("x_l", block.x), ("F(x_l)", block.residual)):
+            for title, values in (("xₗ", block.x), ("F(xₗ)", block.residual)):
                 self._mosaics.append(self._mosaic(title, values))
         self.update()
 
@@ -245,15 +245,18 @@ class ChannelGrid(QWidget):
         channels, height, width = values.shape
         columns = math.ceil(math.sqrt(channels))
         rows = math.ceil(channels / columns)
-        peak = float(np.nanmax(np.abs(values))) if values.size else 0.0
+        # the 99th percentile, not the max: one outlier would otherwise wash every other channel out
+        peak = float(np.nanpercentile(np.abs(values), 99)) if values.size else 0.0
         peak = peak if math.isfinite(peak) and peak > 0 else 1.0
         coloured = colorize(values.reshape(channels * height, width), -peak, peak, DIVERGING).reshape(channels, height, width, 3)
-        mosaic = np.full((rows * (height + 1) - 1, columns * (width + 1) - 1, 3), 40, dtype=np.uint8)
+        # RGBA with transparent gaps and empty cells: the widget's background shows between the tiles
+        mosaic = np.zeros((rows * (height + 1) - 1, columns * (width + 1) - 1, 4), dtype=np.uint8)
         for channel in range(channels):
             row, column = divmod(channel, columns)
-            mosaic[row * (height + 1): row * (height + 1) + height, column * (width + 1): column * (width + 1) + width] = coloured[channel]
-        label = f"{title}: {channels} ch × {height}×{width}, ±{peak:.3g}"
-        return label, rgb_to_qimage(mosaic), columns, rows
+            cell = mosaic[row * (height + 1): row * (height + 1) + height, column * (width + 1): column * (width + 1) + width]
+            cell[..., :3], cell[..., 3] = coloured[channel], 255
+        label = f"{title}: {channels} × {height}×{width}, ±{peak:.3g}"
+        return label, rgba_to_qimage(mosaic), columns, rows
 
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
@@ -265,7 +268,7 @@ class ChannelGrid(QWidget):
             painter.end()
             return
         painter.drawText(QRectF(4, 2, self.width() - 8, 18), Qt.AlignmentFlag.AlignLeft,
-                         f"{self.block.name}   ‖F‖/‖x‖ = {self.block.ratio:.3f}   (blue < 0 < red)")
+                         f"{self.block.name}    ‖F‖ / ‖x‖ = {self.block.ratio:.3f}")
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
         side_by_side = self.width() >= self.height()
         count = len(self._mosaics)
@@ -274,7 +277,8 @@ class ChannelGrid(QWidget):
                 area = QRectF(4 + index * self.width() / count, 22, self.width() / count - 8, self.height() - 26)
             else:
                 area = QRectF(4, 22 + index * (self.height() - 22) / count, self.width() - 8, (self.height() - 22) / count - 4)
-            painter.drawText(QRectF(area.left(), area.top(), area.width(), 16), Qt.AlignmentFlag.AlignLeft, title)
+            elided = painter.fontMetrics().elidedText(title, Qt.TextElideMode.ElideRight, int(area.width()))
+            painter.drawText(QRectF(area.left(), area.top(), area.width(), 16), Qt.AlignmentFlag.AlignLeft, elided)
             room = QRectF(area.left(), area.top() + 18, area.width(), area.height() - 18)
             scale = min(room.width() / image.width(), room.height() / image.height())
             painter.drawImage(QRectF(room.left(), room.top(), image.width() * scale, image.height() * scale), image)

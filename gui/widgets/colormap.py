@@ -39,6 +39,13 @@ def rgb_to_qimage(rgb: np.ndarray) -> QImage:
     return QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
 
 
+def rgba_to_qimage(rgba: np.ndarray) -> QImage:
+    """(H, W, 4) uint8 RGBA -> a QImage that owns a copy of the pixels."""
+    rgba = np.ascontiguousarray(rgba)
+    height, width = rgba.shape[:2]
+    return QImage(rgba.data, width, height, 4 * width, QImage.Format.Format_RGBA8888).copy()
+
+
 def bgr_to_qimage(image: np.ndarray) -> QImage:
     """A BGR, BGRA or grey uint8 frame -> a QImage that owns a copy of the pixels."""
     image = np.ascontiguousarray(image)

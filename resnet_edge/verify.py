@@ -1,0 +1,368 @@
+"""`resnet-edge verify`: what quantization cost, measured on labelled images.
+
+Any mix of a PyTorch checkpoint and ONNX models (fp32, int8, fp16) is run over the same images:
+- top-1 accuracy of each (class folder names map to each model's labels by name),
+- top-1 agreement and the largest logit difference between every pair,
+- per residual block, the quantization error of x_l and F(x_l): SQNR = 10 log10(sum ref^2 / sum (ref - q)^2)
+  in dB over a subset of images, from the probe outputs of a low-precision model and its fp32 reference.
+  Every 6 dB is about one bit (8-bit activations top out near 48 dB). SQNR falling block by block shows
+  the error accumulating with depth; F(x_l) well below x_l in one block means the int8 grid, sized for
+  the sum, is coarse for the small correction that block adds.
+
+``--max-drop POINTS`` turns it into a gate: exit 1 when a low-precision model loses more top-1 accuracy
+(in percentage points) than allowed against the fp32 reference (the fp32 ONNX, else the checkpoint).
+torch is imported only when a checkpoint is given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .atomicio import check_writable, write_text_atomic
+from .errors import CheckFailed, UserError
+from .images import ImageError, ImageFolder, read_image
+
+
+# --- labelled data ----------------------------------------------------------------------------------------
+
+
+def read_split_json(path: str | Path) -> tuple[Path, list[tuple[Path, str]]]:
+    """(validation root, [(image file, class name)]) from a training run's split.json."""
+    path = Path(path)
+    try:
+        split = json.loads(path.read_text())
+        root = Path(split["val_root"])
+        files = split["val_files"]
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise TypeError
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such split file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"{path}: not a split.json written by `resnet-edge train` "
+                        "(expected {\"val_root\": ..., \"val_files\": [...]})") from None
+    if not files:
+        raise UserError(f"{path}: the split lists no validation files")
+    samples = []
+    for name in files:
+        relative = Path(name)
+        if relative.is_absolute() or ".." in relative.parts or len(relative.parts) < 2:
+            raise UserError(f"{path}: file {name!r} is not a <class>/<image> path inside the validation folder")
+        samples.append((root / relative, relative.parts[0]))
+    return root, samples
+
+
+@dataclass
+class LabelledSet:
+    description: str  # where the images came from, for the report
+    classes: list[str]  # class names (folder names)
+    samples: list[tuple[Path, int]]  # (image file, index into classes), sorted by class
+
+
+def spread(count: int, total: int) -> list[int]:
+    """``count`` indices spread evenly over range(total): over samples sorted by class, every class is hit."""
+    if count >= total:
+        return list(range(total))
+    return sorted({int(round(i)) for i in np.linspace(0, total - 1, count)})
+
+
+def labelled_set(data: str | None, split: str | None, max_images: int | None = None) -> LabelledSet:
+    """Class folders (``data``) or a split.json, optionally thinned to ``max_images`` spread over classes."""
+    if bool(data) == bool(split):
+        raise UserError("give the labelled images either as a folder of class folders or with --split run/split.json")
+    if split:
+        root, named = read_split_json(split)
+        classes = sorted({name for _, name in named})
+        samples = sorted(((p, classes.index(name)) for p, name in named), key=lambda s: (s[1], str(s[0])))
+        description = f"{split} ({root})"
+    else:
+        folder = ImageFolder.scan(data, min_classes=1)
+        classes, samples, description = folder.classes, folder.samples, str(folder.root)
+    if max_images is not None:
+        if max_images < 1:
+            raise UserError(f"--max-images must be at least 1, got {max_images}")
+        samples = [samples[i] for i in spread(max_images, len(samples))]
+    return LabelledSet(description, classes, samples)
+
+
+# --- the models -------------------------------------------------------------------------------------------
+
+
+class OnnxCandidate:
+    """An ONNX model as verify compares it, on the runtime's Classifier."""
+
+    kind = "onnx"
+
+    def __init__(self, path: str | Path, provider: str, threads: int | None) -> None:
+        from .runtime import Classifier
+
+        self.classifier = Classifier.load(path, provider=provider, threads=threads)
+        self.path = Path(path)
+        self.labels = self.classifier.labels
+        self.precision = self.classifier.contract.precision
+        self.provider = self.classifier.provider
+        self.blocks = self.classifier.contract.blocks
+        self.has_probes = self.classifier.has_probes
+
+    def logits(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        return self.classifier.run(self.classifier.preprocess(frames))
+
+    def probe(self, frame: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        return [(b.name, b.x, b.residual) for b in self.classifier.probe(frame)[1]]
+
+
+@dataclass
+class ModelResult:
+    name: str
+    path: str
+    kind: str  # "onnx" or "pytorch"
+    precision: str
+    provider: str
+    correct: int = 0
+    images: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.images if self.images else float("nan")
+
+
+@dataclass
+class Report:
+    data: dict[str, Any]
+    models: list[ModelResult]
+    pairs: list[dict[str, Any]] = field(default_factory=list)  # a, b, agreement, max_logit_diff
+    sqnr: dict[str, Any] | None = None  # reference, images, models: [{name, blocks: [{block, x_db, residual_db}]}]
+    sqnr_note: str | None = None  # why there is no SQNR table
+    max_drop: dict[str, Any] | None = None  # limit_points, reference, drops, passed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"data": self.data,
+                "models": [{"name": m.name, "path": m.path, "kind": m.kind, "precision": m.precision,
+                            "provider": m.provider, "top1": m.accuracy, "correct": m.correct, "images": m.images}
+                           for m in self.models],
+                "pairs": self.pairs, "sqnr": self.sqnr, "sqnr_note": self.sqnr_note, "max_drop": self.max_drop}
+
+
+def _display_names(paths: list[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    return [str(p) if names.count(p.name) > 1 else p.name for p in paths]
+
+
+def _label_map(classes: list[str], labels: list[str], name: str) -> np.ndarray:
+    """Index of each class folder in a model's labels; a class the model does not know is an error."""
+    missing = [c for c in classes if c not in labels]
+    if missing:
+        shown = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
+        raise UserError(f"class folder {missing[0]!r} is not a label of {name} (its labels: {shown})")
+    return np.array([labels.index(c) for c in classes])
+
+
+def sqnr_db(signal_power: float, noise_power: float) -> float | None:
+    """10 log10(signal / noise); None when there is no noise at all (identical outputs)."""
+    if noise_power <= 0:
+        return None
+    return 10.0 * math.log10(max(signal_power, 1e-30) / noise_power)
+
+
+# --- the run ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyOptions:
+    data: str | None = None  # folder of class folders
+    split: str | None = None  # or a training run's split.json
+    checkpoint: str | None = None  # our PyTorch checkpoint (needs torch)
+    models: list[str] = field(default_factory=list)  # ONNX files (fp32, int8, fp16), any order
+    probe_images: int = 64  # images for the per-block SQNR (0: skip)
+    max_images: int | None = None  # evaluate on at most this many images, spread over the classes
+    provider: str = "auto"
+    threads: int | None = None
+    batch_size: int = 32
+    max_drop: float | None = None  # percentage points of top-1 a low-precision model may lose
+    json_path: str | None = None
+    force: bool = False  # overwrite an existing --json file
+    show_progress: bool = True
+
+
+def _load_candidates(options: VerifyOptions) -> list[Any]:
+    candidates: list[Any] = []
+    if options.checkpoint:
+        try:
+            from .training.evaluate import TorchCandidate
+        except ImportError as error:
+            raise UserError(f"--checkpoint needs torch ({error}); install it with: pip install -e '.[train]'") from None
+        candidates.append(TorchCandidate(options.checkpoint, options.threads))
+    candidates += [OnnxCandidate(path, options.provider, options.threads) for path in options.models]
+    return candidates
+
+
+def _reference(candidates: list[Any], want_probes: bool = False) -> int | None:
+    """Index of the fp32 reference: the first fp32 ONNX model, else the checkpoint."""
+    order = [i for i, c in enumerate(candidates) if c.precision == "fp32" and c.kind == "onnx"]
+    order += [i for i, c in enumerate(candidates) if c.precision == "fp32" and c.kind == "pytorch"]
+    if want_probes:
+        order = [i for i in order if candidates[i].has_probes]
+    return order[0] if order else None
+
+
+def verify(options: VerifyOptions, out=None) -> Report:
+    """Evaluate, print the table, write the JSON; CheckFailed when --max-drop is exceeded."""
+    out = out or sys.stdout
+    if not options.models and not options.checkpoint:
+        raise UserError("nothing to verify: give --model FILE (repeatable) and/or --checkpoint FILE")
+    if options.batch_size < 1 or options.probe_images < 0:
+        raise UserError("--batch-size must be at least 1 and --probe-images at least 0")
+    if options.json_path:
+        check_writable(options.json_path, options.force)  # refuse before the evaluation, not after
+    data = labelled_set(options.data, options.split, options.max_images)
+    candidates = _load_candidates(options)
+    names = _display_names([c.path for c in candidates])
+    label_maps = [_label_map(data.classes, c.labels, name) for c, name in zip(candidates, names)]
+    results = [ModelResult(name, str(c.path), c.kind, c.precision, c.provider) for c, name in zip(candidates, names)]
+
+    predictions: list[list[str]] = [[] for _ in candidates]  # predicted label names, per model
+    pair_ids = [(a, b) for a in range(len(candidates)) for b in range(a + 1, len(candidates))]
+    max_diff = {pair: 0.0 for pair in pair_ids}
+    skipped: list[str] = []
+    batches = range(0, len(data.samples), options.batch_size)
+    for start in tqdm(batches, desc="verifying", unit="batch", disable=not options.show_progress,
+                      file=sys.stderr, leave=False):
+        frames, targets = [], []
+        for path, target in data.samples[start : start + options.batch_size]:
+            try:
+                frames.append(read_image(path))
+                targets.append(target)
+            except ImageError as error:
+                skipped.append(str(error))
+        if not frames:
+            continue
+        logits = [c.logits(frames) for c in candidates]
+        for i, (c, result) in enumerate(zip(candidates, results)):
+            predicted = logits[i].argmax(1)
+            result.correct += int(np.sum(predicted == label_maps[i][targets]))
+            result.images += len(frames)
+            predictions[i] += [c.labels[k] for k in predicted]
+        for a, b in pair_ids:
+            if candidates[a].labels == candidates[b].labels:
+                max_diff[(a, b)] = max(max_diff[(a, b)], float(np.max(np.abs(logits[a] - logits[b]))))
+    for message in skipped[:3]:
+        print(f"warning: skipping {message}", file=sys.stderr)
+    if not results or results[0].images == 0:
+        raise UserError(f"{data.description}: none of the {len(data.samples)} images could be read")
+
+    report = Report({"source": data.description, "classes": data.classes, "images": results[0].images,
+                     "skipped": len(skipped)}, results)
+    for a, b in pair_ids:
+        same_labels = candidates[a].labels == candidates[b].labels
+        agreement = float(np.mean([x == y for x, y in zip(predictions[a], predictions[b])]))
+        report.pairs.append({"a": names[a], "b": names[b], "agreement": agreement,
+                             "max_logit_diff": max_diff[(a, b)] if same_labels else None})
+    _block_errors(report, candidates, names, data, options.probe_images)
+    _check_drop(report, candidates, results, options.max_drop)
+
+    print(format_report(report), file=out)
+    if options.json_path:
+        write_text_atomic(options.json_path, json.dumps(report.to_json(), indent=2) + "\n", force=options.force)
+    if report.max_drop and not report.max_drop["passed"]:
+        worst = max(report.max_drop["drops"], key=lambda d: d["points"])
+        raise CheckFailed(f"{worst['name']} loses {worst['points']:.2f} points of top-1 against "
+                          f"{report.max_drop['reference']} (allowed: {options.max_drop:g})")
+    return report
+
+
+def _block_errors(report: Report, candidates: list[Any], names: list[str], data: LabelledSet, count: int) -> None:
+    """Per-block SQNR of every low-precision model with probes against the fp32 reference with probes."""
+    if count == 0:
+        report.sqnr_note = "skipped (--probe-images 0)"
+        return
+    ref = _reference(candidates, want_probes=True)
+    targets = [i for i, c in enumerate(candidates) if c.precision != "fp32" and c.has_probes]
+    if ref is None or not targets:
+        report.sqnr_note = ("n/a: needs an fp32 reference (ONNX with probes, or --checkpoint) and an int8/fp16 "
+                            "model exported with probes (`resnet-edge export --probes`, then quantize)")
+        return
+    targets = [i for i in targets if candidates[i].blocks == candidates[ref].blocks]
+    if not targets:
+        report.sqnr_note = f"n/a: the low-precision models have other residual blocks than {names[ref]}"
+        return
+    # sums of ref^2 and (ref - q)^2 per target, block and tensor (x_l, F(x_l))
+    sums = {i: np.zeros((len(candidates[ref].blocks), 2, 2)) for i in targets}
+    used = 0
+    for index in spread(count, len(data.samples)):
+        try:
+            frame = read_image(data.samples[index][0])
+        except ImageError:
+            continue
+        reference = candidates[ref].probe(frame)
+        for i in targets:
+            for k, ((_, rx, rr), (_, qx, qr)) in enumerate(zip(reference, candidates[i].probe(frame))):
+                for t, (r, q) in enumerate(((rx, qx), (rr, qr))):
+                    r64 = r.astype(np.float64)
+                    sums[i][k, t] += (np.sum(r64 ** 2), np.sum((r64 - q) ** 2))
+        used += 1
+    report.sqnr = {"reference": names[ref], "images": used, "models": [
+        {"name": names[i], "blocks": [{"block": block, "x_db": sqnr_db(*sums[i][k, 0]),
+                                       "residual_db": sqnr_db(*sums[i][k, 1])}
+                                      for k, block in enumerate(candidates[ref].blocks)]}
+        for i in targets]}
+
+
+def _check_drop(report: Report, candidates: list[Any], results: list[ModelResult], limit: float | None) -> None:
+    if limit is None:
+        return
+    ref = _reference(candidates)
+    low = [i for i, c in enumerate(candidates) if c.precision != "fp32"]
+    if ref is None or not low:
+        raise UserError("--max-drop needs an fp32 reference (fp32 --model or --checkpoint) and an int8 or fp16 --model")
+    drops = [{"name": results[i].name, "points": 100.0 * (results[ref].accuracy - results[i].accuracy)} for i in low]
+    report.max_drop = {"limit_points": limit, "reference": results[ref].name, "drops": drops,
+                       "passed": all(d["points"] <= limit + 1e-9 for d in drops)}
+
+
+# --- output -----------------------------------------------------------------------------------------------
+
+
+def _db(value: float | None) -> str:
+    return "exact" if value is None else f"{value:.1f}"
+
+
+def format_report(report: Report) -> str:
+    data = report.data
+    lines = [f"data: {data['source']}: {data['images']} images, {len(data['classes'])} classes"
+             + (f" (skipped {data['skipped']} unreadable)" if data["skipped"] else "")]
+    width = max(len(m.name) for m in report.models) + 2
+    lines.append(f"{'model':<{width}}{'kind':<9}{'precision':<11}{'provider':<11}{'top-1':>8}  correct")
+    for m in report.models:
+        lines.append(f"{m.name:<{width}}{m.kind:<9}{m.precision:<11}{m.provider:<11}{100 * m.accuracy:>7.2f}%  "
+                     f"{m.correct}/{m.images}")
+    if report.pairs:
+        pair_width = max(len(f"{p['a']} vs {p['b']}") for p in report.pairs) + 2
+        lines += ["", f"{'pair':<{pair_width}}{'agreement':>10}  max |logit diff|"]
+        for p in report.pairs:
+            diff = "n/a (other labels)" if p["max_logit_diff"] is None else f"{p['max_logit_diff']:.3g}"
+            lines.append(f"{p['a'] + ' vs ' + p['b']:<{pair_width}}{100 * p['agreement']:>9.2f}%  {diff}")
+    if report.sqnr:
+        s = report.sqnr
+        lines += ["", f"quantization error per block: SQNR in dB against {s['reference']} over {s['images']} images "
+                      "(higher is better; 6 dB = 1 bit)"]
+        header = f"{'block':<12}" + "".join(f"{m['name'][:22]:>24}" for m in s["models"])
+        sub = f"{'':<12}" + "".join(f"{'x_l':>12}{'F(x_l)':>12}" for _ in s["models"])
+        lines += [header, sub]
+        for k, block in enumerate(row["block"] for row in s["models"][0]["blocks"]):
+            lines.append(f"{block:<12}" + "".join(f"{_db(m['blocks'][k]['x_db']):>12}{_db(m['blocks'][k]['residual_db']):>12}"
+                                                  for m in s["models"]))
+    elif report.sqnr_note:
+        lines += ["", f"per-block SQNR: {report.sqnr_note}"]
+    if report.max_drop:
+        d = report.max_drop
+        verdict = "PASS" if d["passed"] else "FAIL"
+        drops = ", ".join(f"{x['name']} {x['points']:+.2f}" for x in d["drops"])
+        lines += ["", f"accuracy drop vs {d['reference']} (points): {drops}; allowed {d['limit_points']:g}: {verdict}"]
+    return "\n".join(lines)
