@@ -335,6 +335,8 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="fp32 ONNX model")
     p.add_argument("--output", "-o", required=True, help="output .onnx file")
     p.add_argument("--calib", help="calibration images (int8): a folder (class folders or flat) or a run's split.json")
+    p.add_argument("--calib-exclude", metavar="SPLIT_JSON",
+                   help="a training run's split.json: its validation images are kept out of calibration")
     p.add_argument("--precision", choices=["int8", "fp16"], default="int8", help="int8 (default) or fp16 (GPU providers)")
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax",
                    help="how activation ranges are set from the calibration data (default minmax)")
@@ -361,7 +363,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
         raise UserError(f"quantize needs the onnx package ({error}); install it with: pip install onnx") from None
     _, summary = read_model_file(args.model)
     quantize(QuantizeOptions(
-        model=args.model, output=args.output, calib=args.calib, precision=args.precision, method=args.method,
+        model=args.model, output=args.output, calib=args.calib, calib_exclude=args.calib_exclude, precision=args.precision, method=args.method,
         calib_size=args.calib_size, activation_type=args.activation_type, per_channel=not args.per_tensor,
         pre_process=not args.no_pre_process, batch_size=args.batch_size, seed=args.seed, force=args.force,
         contract=_contract_override(args, summary.metadata), show_progress=not args.no_progress))

@@ -60,6 +60,7 @@ class QuantizeOptions:
     model: str  # fp32 .onnx (ours, or any with --labels/--mean/... flags standing in for metadata)
     output: str  # .onnx to write
     calib: str | None = None  # image folder or split.json (int8 only)
+    calib_exclude: str | None = None  # a run's split.json: keep its validation images out of calibration
     precision: str = "int8"  # "int8" (static QDQ) or "fp16"
     method: str = "minmax"  # calibration: minmax, entropy or percentile
     calib_size: int = 256  # calibration images, spread evenly over the class folders
@@ -76,9 +77,21 @@ class QuantizeOptions:
 # --- calibration data ----------------------------------------------------------------------------------
 
 
-def calibration_groups(source: str | Path) -> dict[str, list[Path]]:
+def calibration_groups(source: str | Path, exclude: str | Path | None = None) -> dict[str, list[Path]]:
     """Image files of a calibration source, grouped by class: a folder of class folders, a flat folder
-    (one group), or a training run's split.json (its held-out validation files)."""
+    (one group), or a training run's split.json (its held-out validation files). ``exclude``: a split.json
+    whose validation files are left out, so a model is not calibrated on the images it is verified on."""
+    groups = _calibration_groups(source)
+    if exclude:
+        held_out = {path.resolve() for path, _ in read_split_json(exclude)[1]}
+        groups = {name: [p for p in files if p.resolve() not in held_out] for name, files in groups.items()}
+        groups = {name: files for name, files in groups.items() if files}
+        if not groups:
+            raise UserError(f"{source}: every image is in {exclude}'s validation split; nothing left to calibrate on")
+    return groups
+
+
+def _calibration_groups(source: str | Path) -> dict[str, list[Path]]:
     source = Path(source)
     if source.is_file() and source.suffix.lower() == ".json":
         root, samples = read_split_json(source)
@@ -143,11 +156,13 @@ class ImageCalibrationReader(CalibrationDataReader):
 
     @classmethod
     def from_source(cls, source: str | Path, spec: PreprocessSpec, input_name: str, count: int, seed: int = 0,
-                    batch_size: int = 16, show_progress: bool = True) -> "ImageCalibrationReader":
+                    batch_size: int = 16, show_progress: bool = True,
+                    exclude: str | Path | None = None) -> "ImageCalibrationReader":
         """Pick ``count`` images from a folder or split.json (spread over classes) and read them."""
         if count < 1:
             raise UserError(f"--calib-size must be at least 1, got {count}")
-        return cls(pick_spread(calibration_groups(source), count, seed), spec, input_name, batch_size, show_progress)
+        files = pick_spread(calibration_groups(source, exclude), count, seed)
+        return cls(files, spec, input_name, batch_size, show_progress)
 
     def __len__(self) -> int:
         return self.batches
@@ -249,6 +264,7 @@ def _int8(model_path: Path, out_path: Path, options: QuantizeOptions, reader: Im
     )
     return {"method": options.method, "calib_size": len(reader.frames), "calib_skipped": len(reader.skipped),
             "calib_source": Path(options.calib).name if options.calib else None, "seed": options.seed,
+            "calib_excludes": Path(options.calib_exclude).name if options.calib_exclude else None,
             "activation_type": options.activation_type, "weight_type": "int8", "per_channel": options.per_channel,
             "format": "QDQ", "pre_process": options.pre_process, "onnxruntime": ort.__version__}
 
@@ -321,7 +337,7 @@ def quantize(options: QuantizeOptions, log=print) -> Path:
             raise UserError("int8 quantization needs calibration images: pass --calib FOLDER (or run/split.json)")
         reader = ImageCalibrationReader.from_source(options.calib, contract.preprocess, input_name,
                                                     options.calib_size, options.seed, options.batch_size,
-                                                    options.show_progress)
+                                                    options.show_progress, exclude=options.calib_exclude)
         for message in reader.skipped[:3]:
             print(f"warning: skipping {message}", file=sys.stderr)
         if len(reader.skipped) > 3:

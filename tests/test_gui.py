@@ -257,8 +257,8 @@ def test_block_panel_shows_what_probe_computes_and_is_throttled(qtbot, make_wind
     qtbot.waitUntil(lambda: window.inference.results >= results + 30, timeout=WAIT_MS)
     elapsed = time.monotonic() - start
     drawn = panel.updates - updates
+    # the probe rate is bounded by time, not by frames: how many frames skip the probe depends on load
     assert 1 <= drawn <= elapsed * 4 + 2
-    assert window.inference.results - results > 2 * drawn
     assert window.channel_grid.block is not None and window.channel_grid.block.name == blocks[4].name
 
 

@@ -187,3 +187,24 @@ def test_bad_inputs_get_one_line_exit_2_and_write_nothing(models, color_folder, 
     assert main(["quantize", fp32, "--calib", str(color_folder), "-o", str(out), "--no-progress"]) == 2
     _one_line_error(capsys, "already exists; pass --force")
     assert out.read_bytes() == b"keep me"
+
+
+def test_calibration_can_exclude_a_runs_validation_split(tmp_path):
+    import json
+
+    from conftest import COLOR_CLASSES, write_class_folder
+    from resnet_edge.errors import UserError
+    from resnet_edge.quantize import calibration_groups
+
+    data = write_class_folder(tmp_path / "data", COLOR_CLASSES, per_class=4)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"classes": sorted(COLOR_CLASSES), "val_root": str(data),
+                                 "val_files": ["red/0000.png", "red/0001.png", "blue/0003.png"]}))
+    groups = calibration_groups(data, exclude=split)
+    assert sorted(p.name for p in groups["red"]) == ["0002.png", "0003.png"]
+    assert len(groups["blue"]) == 3 and len(groups["green"]) == 4
+    every = tmp_path / "every.json"
+    every.write_text(json.dumps({"classes": ["red"], "val_root": str(data),
+                                 "val_files": [f"{c}/{i:04d}.png" for c in COLOR_CLASSES for i in range(4)]}))
+    with pytest.raises(UserError, match="nothing left to calibrate on"):
+        calibration_groups(data, exclude=every)

@@ -1,0 +1,78 @@
+"""What the three lab commands share: the output folder rule, atomic JSON/CSV/PNG writes, verdict lines.
+
+An output folder that exists and holds anything is refused unless ``force`` is set; every file goes
+through :mod:`resnet_edge.atomicio`, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..atomicio import atomic_path, write_text_atomic
+from ..errors import UserError
+
+
+def prepare_out(out: str | Path, force: bool) -> Path:
+    """The output folder, created; refuse an existing non-empty one without ``force``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"output folder {out} already exists and is not empty; pass --force to write over it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: numpy scalars/arrays to Python, NaN/inf to None (JSON has neither)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: dict, force: bool = True) -> Path:
+    return write_text_atomic(path, json.dumps(_clean(data), indent=2) + "\n", force=force)
+
+
+def write_csv(path: Path, rows: Sequence[dict], force: bool = True) -> Path:
+    """Rows of equal keys as CSV (header from the first row)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([_clean(row) for row in rows])
+    return write_text_atomic(path, buffer.getvalue(), force=force)
+
+
+def save_figure(figure, path: Path, force: bool = True, dpi: int = 110) -> Path:
+    """Save a matplotlib Figure (made with ``matplotlib.figure.Figure``, no pyplot) as PNG, atomically."""
+    with atomic_path(path, force=force) as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi)
+    return path
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain fixed-width text table (first column left-aligned, the rest right-aligned)."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = []
+    for index, row in enumerate(cells):
+        line = "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        lines.append(line.rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def verdict_word(holds: bool | None) -> str:
+    return {True: "HOLDS", False: "DOES NOT HOLD", None: "INCONCLUSIVE"}[holds]

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Rebuild the shipped default models from a finished training run (see models/README.md for the run):
+#   bash scripts/build-default-models.sh RUN_DIR CIFAR_TRAIN_DIR [NAME]
+# RUN_DIR holds last.pt and split.json from `resnet-edge train`; CIFAR_TRAIN_DIR is the unpacked training
+# folder (calibration images come from it, minus the run's validation split). Writes models/NAME.onnx,
+# models/NAME.int8.onnx and models/NAME.verify.json.
+set -euo pipefail
+RUN=${1:?run folder}; DATA=${2:?training image folder}; NAME=${3:-cifar10-resnet20}
+ARCH=$("${PYTHON:-python}" -c "import json,sys; print(json.load(open(sys.argv[1]))['arch'])" "$RUN/config.json")
+cd "$(dirname "$0")/.."
+"${PYTHON:-python}" -m resnet_edge.cli export --arch "$ARCH" --checkpoint "$RUN/last.pt" --output "models/$NAME.onnx" --probes --force
+"${PYTHON:-python}" -m resnet_edge.cli quantize "models/$NAME.onnx" --calib "$DATA" --calib-exclude "$RUN/split.json" --calib-size 512 \
+    --method minmax --output "models/$NAME.int8.onnx" --force --no-progress
+"${PYTHON:-python}" -m resnet_edge.cli verify --split "$RUN/split.json" --checkpoint "$RUN/last.pt" -m "models/$NAME.onnx" \
+    -m "models/$NAME.int8.onnx" --json "models/$NAME.verify.json" --force --max-drop 0.3 --no-progress
