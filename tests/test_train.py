@@ -98,7 +98,10 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_exits_cleanly(tmp_path):
     data = write_class_folder(tmp_path / "data", COLOR_CLASSES, per_class=40, seed=2)
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "resnet_edge.cli", *_train_args(data, out, "--epochs", "50")],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # a shell without job control starts background jobs with SIGINT ignored, and
+                               # Python then installs no KeyboardInterrupt handler: give the child Ctrl-C back
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "metrics.csv").exists():
         time.sleep(0.05)

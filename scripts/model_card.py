@@ -1,0 +1,119 @@
+"""Print the model-card section of models/README.md for one shipped model, from its run and its files.
+
+    python scripts/model_card.py cifar10-resnet20 /root/runs/r20
+
+Everything printed comes from the run folder (config.json, metrics.csv, split.json written by
+`resnet-edge train`), the verify report (models/NAME.verify.json written by scripts/build-default-models.sh)
+and the model files themselves (size, sha256): no number is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import platform
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _file_line(path: Path) -> str:
+    data = path.read_bytes()
+    return f"`{path.name}`: {len(data):,} bytes, sha256 `{hashlib.sha256(data).hexdigest()}`"
+
+
+def _train_command(config: dict) -> str:
+    defaults = {"val_data": None, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                "label_smoothing": 0.1, "warmup_epochs": 2.0, "crop_padding": 4, "input_size": None,
+                "shortcut": "A", "amp": "auto", "device": "cpu", "threads": 0}
+    parts = ["resnet-edge train", "cifar10/train", "--out", f"runs/{Path(config['out']).name}",
+             "--arch", config["arch"], "--val-split", f"{config['val_split']:g}", "--epochs", str(config["epochs"]),
+             "--seed", str(config["seed"])]
+    for key, default in defaults.items():
+        if config.get(key) != default:
+            parts += [f"--{key.replace('_', '-')}", str(config[key])]
+    return " ".join(parts)
+
+
+def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
+    config = json.loads((run / "config.json").read_text())
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    split = json.loads((run / "split.json").read_text())
+    held_out = Counter(f.split("/", 1)[0] for f in split["val_files"])
+    verify = json.loads((models_dir / f"{name}.verify.json").read_text())
+    last = rows[-1]
+    best = max(rows, key=lambda r: float(r["val_acc"]))
+    train_seconds = sum(float(r["epoch_seconds"]) for r in rows)
+    models = {m["precision"] if m["kind"] == "onnx" else "pytorch": m for m in verify["models"]}
+    fp32, int8 = models_dir / f"{name}.onnx", models_dir / f"{name}.int8.onnx"
+    lines = [
+        f"## {name}",
+        "",
+        f"- Network: `{config['arch']}` (He et al. 2016, CIFAR layout, shortcut option {config['shortcut']}), "
+        f"{len(split['classes'])} classes: {', '.join(split['classes'])}.",
+        f"- Data: CIFAR-10 training split as JPEG files (`../shared/datasets/cifar10/train.tar.gz`). "
+        f"{sum(held_out.values()):,} images held out for validation ({min(held_out.values())} per class, "
+        f"seeded, listed in the run's `split.json`), never trained on; the rest trained on.",
+        f"- Recipe: {config['epochs']} epochs, batch {config['batch_size']}, SGD Nesterov momentum {config['momentum']}, "
+        f"peak lr {config['lr']} after {config['warmup_epochs']:g} warm-up epochs then cosine to 0, weight decay "
+        f"{config['weight_decay']:g} (conv/linear weights), label smoothing {config['label_smoothing']}, random crop "
+        f"(pad {config['crop_padding']}) + horizontal flip per image, bf16 autocast, channels_last, seed {config['seed']}.",
+        f"- Reproduce: `{_train_command(config)}`, then "
+        f"`bash scripts/build-default-models.sh runs/{Path(config['out']).name} cifar10/train {name}` "
+        "(`resnet-edge export --probes`, `resnet-edge quantize`, `resnet-edge verify`).",
+        f"- Training: {len(rows)} epochs, {train_seconds / 60:.0f} min of training steps "
+        f"(≈{float(last['images_per_second']):.0f} images/s) on {_cpu_name()}, 2 cores, PyTorch CPU.",
+        f"- validation top-1 (PyTorch, last epoch): **{100 * float(last['val_acc']):.2f}%** "
+        f"(best epoch {best['epoch']}: {100 * float(best['val_acc']):.2f}%; the last epoch is what ships).",
+        "",
+        f"Verified with `resnet-edge verify` on the {verify['data']['images']:,} held-out images "
+        f"(`models/{name}.verify.json`):",
+        "",
+        "| model | precision | validation top-1 | file |",
+        "|---|---|---|---|",
+    ]
+    for key, label, path in (("pytorch", "checkpoint (bf16-trained, fp32 eval)", None), ("fp32", "ONNX fp32", fp32),
+                             ("int8", "ONNX int8 (QDQ, U8S8, per-channel)", int8)):
+        if key in models:
+            size = f"{path.stat().st_size / 1e6:.2f} MB" if path else "-"
+            lines.append(f"| {label} | {models[key]['precision']} | {100 * models[key]['top1']:.2f}% | {size} |")
+    lines.append("")
+    for pair in verify["pairs"]:
+        diff = "n/a" if pair["max_logit_diff"] is None else f"{pair['max_logit_diff']:.3g}"
+        lines.append(f"- {pair['a']} vs {pair['b']}: top-1 agreement {100 * pair['agreement']:.2f}%, "
+                     f"max |logit diff| {diff}")
+    if verify.get("max_drop"):
+        drops = ", ".join(f"{d['name']} {d['points']:+.2f} points" for d in verify["max_drop"]["drops"])
+        lines.append(f"- accuracy drop against {verify['max_drop']['reference']}: {drops} "
+                     f"(allowed {verify['max_drop']['limit_points']:g})")
+    if int8.exists():
+        lines.append(f"- int8 file size: {100 * int8.stat().st_size / fp32.stat().st_size:.1f}% of fp32")
+    lines += ["", "Files:", ""]
+    lines += [f"- {_file_line(p)}" for p in (fp32, int8) if p.exists()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="model name, e.g. cifar10-resnet20 (models/NAME.onnx)")
+    parser.add_argument("run", type=Path, help="the training run folder")
+    parser.add_argument("--models", type=Path, default=ROOT / "models", help="folder of the model files (default models/)")
+    args = parser.parse_args()
+    print(card(args.name, args.run, args.models))
+
+
+if __name__ == "__main__":
+    main()
