@@ -119,6 +119,7 @@ def test_provider_planning_with_fake_availability():
     cuda = plan_providers("auto", "fp32", ["cuda", "cpu"])
     assert cuda.first == "cuda" and cuda.providers[-1][0] == "CPUExecutionProvider" and not cuda.warnings
     assert plan_providers("auto", "int8", ["cuda", "openvino", "cpu"]).first == "openvino"
+    assert plan_providers("auto", "fp32", ["openvino", "cpu"]).first == "cpu"  # OpenVINO fp32 measured slower
     dml = plan_providers("directml", "fp32", ["directml", "cpu"])
     assert dml.session_settings == {"enable_mem_pattern": False, "execution_mode": "ORT_SEQUENTIAL"}
     missing = plan_providers("cuda", "fp32", ["cpu"])
