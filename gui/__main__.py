@@ -1,5 +1,5 @@
 """python -m gui: start the resnet-edge desktop app."""
 
-from .app import main
+from gui.app import main  # absolute: PyInstaller runs this file as a plain script
 
 raise SystemExit(main())

@@ -18,7 +18,8 @@ from typing import Any, Callable, Mapping
 from PySide6.QtCore import QObject, QStandardPaths, Qt, QThread, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QApplication, QComboBox, QFileDialog, QFormLayout, QFrame, QGroupBox, QHBoxLayout,
-                               QLabel, QMainWindow, QMessageBox, QScrollArea, QSplitter, QVBoxLayout, QWidget)
+                               QLabel, QMainWindow, QMessageBox, QScrollArea, QSplitter, QTabWidget, QVBoxLayout,
+                               QWidget)
 
 from resnet_edge.errors import UserError
 from resnet_edge.modelzoo import resolve_model
@@ -27,6 +28,7 @@ from resnet_edge.providers import available_providers
 
 from .outputs import PredictionRecorder, save_png_atomic, timestamped
 from .widgets import BlockPanel, ChannelGrid, TopKBars, VideoView
+from .widgets.lab import LabTab
 from .workers import (CameraScanner, CaptureWorker, InferenceResult, InferenceWorker, LatestFrame, ModelInfo,
                       SourceFactory, describe_error)
 from .workers import source_factory as make_source_factory
@@ -212,7 +214,11 @@ class MainWindow(QMainWindow):
         splitter.addWidget(top)
         splitter.addWidget(bottom)
         splitter.setSizes([480, 400])  # the block panel needs room for its heatmaps
-        self.setCentralWidget(splitter)
+        self.lab = LabTab(self.output_dir / "lab")  # the residual-learning lab's figures and its live experiment
+        self.tabs = QTabWidget()
+        self.tabs.addTab(splitter, "Live")
+        self.tabs.addTab(self.lab, "Lab")
+        self.setCentralWidget(self.tabs)
         self._rebuild_source_combo()
         self.statusBar()
         self.resize(1400, 900)
@@ -325,7 +331,7 @@ class MainWindow(QMainWindow):
 
     def worker_threads(self) -> list[QThread]:
         """Every worker thread this window started (for a clean shutdown, and tests)."""
-        return [thread for thread in (self.capture, self.inference, self.scanner) if thread is not None]
+        return [thread for thread in (self.capture, self.inference, self.scanner, self.lab.worker) if thread is not None]
 
     def shutdown(self) -> None:
         """Stop and join every worker; safe to call twice. Never terminates a thread."""
@@ -337,6 +343,7 @@ class MainWindow(QMainWindow):
         self.stop_recording()
         self.capture.stop()
         self.inference.stop()
+        self.lab.shutdown()
         for thread in self.worker_threads():
             # a camera read() can block for a while: wait, but say so rather than hang silently
             if not thread.wait(5000):
@@ -527,6 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--provider", default="auto", choices=PROVIDER_CHOICES, help="execution provider (default: auto)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="which version of the model to start on")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    parser.add_argument("--self-test", nargs="?", type=int, const=5, default=None, metavar="N",
+                        help="headless check (offscreen unless QT_QPA_PLATFORM is set): N predictions on the demo "
+                             "source (default 5), then the bundled sample image in fp32 and int8; prints them and "
+                             "the provider, exits 0 if all worked (see gui/selftest.py)")
+    parser.add_argument("--self-test-timeout", type=float, default=60.0, metavar="S", help=argparse.SUPPRESS)
     return parser
 
 
@@ -540,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
               f"Python {sys.version_info.major}.{sys.version_info.minor}; install another version "
               f"(pip install 'PySide6-Essentials<6.12') or use Python 3.12+", file=sys.stderr)
         return 2
+    if args.self_test is not None:
+        from .selftest import run_self_test
+
+        return run_self_test(args)
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("resnet-edge")
     window = MainWindow(model=args.model, source=args.source, provider=args.provider,

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from resnet_edge.cli import main  # absolute: PyInstaller runs this file as a plain script
 
 sys.exit(main())

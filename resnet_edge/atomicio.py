@@ -39,9 +39,23 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
             os.fsync(handle.fileno())
         if path.exists() and not force:  # appeared while we worked
             raise UserError(f"{path} already exists; pass --force to overwrite it")
+        # mkstemp makes the file owner-only (0600); give it the mode a plain open() would have
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _current_umask() -> int:
+    try:  # Linux reports it without changing it (setting and restoring it races with other threads)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, force: bool = False) -> Path:

@@ -441,8 +441,192 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_lab(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lab", help="the residual-learning lab: three claims about residual nets, each measured",
+                       description="Measure three claims about residual networks; each experiment writes JSON, CSV "
+                                   "and figures to --out and prints a table and a verdict.")
+    lab = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--out", required=True, help="output folder (refused if it exists and is not empty, unless --force)")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--force", action="store_true", help="write into an existing, non-empty --out")
+        q.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    q = lab.add_parser("narrow", help="narrow nets on 2-D points: plain (2 units/layer) vs residual (1 unit/block); numpy, seconds",
+                       description="Disk (+1) inside a ring (-1), logistic loss: can a net no wider than its input "
+                                   "enclose a bounded region? Plain nets with 2 units per hidden layer against residual "
+                                   "nets with 1 unit per block (Lin & Jegelka 2018), depths 1..5, several seeds.")
+    common(q)
+    q.add_argument("--depths", type=int, nargs="+", help="depths to train (default 1 2 3 4 5)")
+    q.add_argument("--seeds", type=int, help="independent repeats: data and weights (default 5)")
+    q.add_argument("--restarts", type=int, help="inits per seed; the lowest training loss is kept (default 4)")
+    q.add_argument("--steps", type=int, help="full-batch Adam steps (default 4000)")
+    q.add_argument("--lr", type=float, help="Adam step size (default 0.02, cosine decay)")
+    q.add_argument("--n-train", type=int, help="training points (default 512)")
+    q.add_argument("--n-test", type=int, help="test points (default 2048)")
+    q.add_argument("--plain-width", type=int, help="units per hidden layer of the plain nets (default 2)")
+    q.add_argument("--residual-width", type=int, help="hidden units per residual block (default 1)")
+    q.set_defaults(run=_run_lab_narrow)
+
+    q = lab.add_parser("gradients", help="||d loss/d x_l|| at every block of plain and residual nets (needs torch)",
+                       description="Per-block gradient norms of plain and residual CIFAR nets at initialisation and "
+                                   "after a few SGD steps; the first/last block ratio tells whether the gradient "
+                                   "reaches the early blocks.")
+    common(q)
+    q.add_argument("--depths", type=int, nargs="+", help="CIFAR depths (default 20 56 110)")
+    q.add_argument("--steps", type=int, help="SGD steps after initialisation, then measured again (default 10; 0: init only)")
+    q.add_argument("--data", help="folder of class folders (e.g. CIFAR-10 train); default: synthetic frames")
+    q.add_argument("--batch-size", type=int, help="images per measuring batch and per step (default 64)")
+    q.add_argument("--lr", type=float, help="SGD step size for the steps (default 0.02)")
+    q.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    q.set_defaults(run=_run_lab_gradients)
+
+    q = lab.add_parser("degradation", help="train plain-20/56 and resnet-20/56 with one recipe; error curves (needs torch)",
+                       description="He et al. 2016, Fig. 1 and 6: plain-56 trains worse than plain-20, resnet-56 better "
+                                   "than resnet-20. --quick (default): a 10,000/2,000-image subset, 30 epochs, about an "
+                                   "hour on 2 CPU cores. --full: all images, 160 epochs, for a GPU.")
+    common(q)
+    q.add_argument("--data", help="folder of class folders, e.g. CIFAR-10's training images")
+    q.add_argument("--val-data", help="separate validation folder (same classes); default: held out of --data")
+    mode = q.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="subset and epochs for a CPU (the default)")
+    mode.add_argument("--full", action="store_true", help="every image, 160 epochs: for a GPU")
+    q.add_argument("--epochs", type=int, help="epochs per net (quick 30, full 160)")
+    q.add_argument("--subset", type=int, help="training images, class-balanced (quick 10000; 0: all)")
+    q.add_argument("--val-subset", type=int, help="validation images, class-balanced (quick 2000; 0: --val-split)")
+    q.add_argument("--val-split", type=float, help="share of each class held out without --val-subset (default 0.1)")
+    q.add_argument("--depths", type=int, nargs="+", help="CIFAR depths, each plain and residual (default 20 56)")
+    q.add_argument("--batch-size", type=int, help="default 128")
+    q.add_argument("--lr", type=float, help="peak learning rate (default 0.1)")
+    q.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: cuda when torch sees a GPU")
+    q.add_argument("--amp", choices=["auto", "bf16", "off"])
+    q.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    q.add_argument("--resume", action="store_true", help="continue the run in --out (after Ctrl-C); --epochs may extend it")
+    q.set_defaults(run=_run_lab_degradation)
+
+
+def _given(args: argparse.Namespace, **names: str) -> dict:
+    """{config field: flag value} for the flags the user gave (argparse default None = not given)."""
+    values = {field: getattr(args, flag) for field, flag in names.items() if getattr(args, flag) is not None}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _needs_torch(what: str) -> None:
+    import importlib.util
+
+    # find_spec, not import: the CLI module itself stays free of torch imports (tests/test_torch_free.py)
+    if importlib.util.find_spec("torch") is None:
+        raise UserError(f"{what} needs torch (not installed); install it with: pip install -e '.[train]'")
+
+
+def _print_lab_report(table: str, verdict: dict, files: dict[str, str], seconds: float) -> None:
+    from .lab.common import verdict_word
+
+    print(table)
+    print(f"\nclaim: {verdict['claim']}")
+    print(f"verdict: {verdict_word(verdict['holds'])}: {verdict['measured']}")
+    print(f"\n{seconds:.0f} s; wrote " + ", ".join(files.values()))
+
+
+class _LabProgress:
+    """A tqdm bar driven by a lab experiment's progress(done, total, message) callback."""
+
+    def __init__(self, enabled: bool, unit: str) -> None:
+        self.enabled, self.unit, self.bar = enabled, unit, None
+
+    def __call__(self, done: int, total: int, message: str) -> bool:
+        if self.enabled:
+            from tqdm import tqdm
+
+            if self.bar is None:
+                self.bar = tqdm(total=total, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
+            self.bar.set_description(message)
+            self.bar.update(done - self.bar.n)
+        return True  # never cancels: Ctrl-C does that here
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run_lab_experiment(args: argparse.Namespace, unit: str, run: Callable, write: Callable, summarize: Callable) -> int:
+    """Make --out, run with a progress bar, write the files, print table + verdict (narrow and gradients)."""
+    from .lab.common import prepare_out
+
+    out = prepare_out(args.out, args.force)
+    progress = _LabProgress(not args.no_progress, unit)
+    try:
+        result = run(progress)
+    finally:
+        progress.close()
+    files = write(result, out)
+    _print_lab_report(summarize(result), result.verdict(), files, result.seconds)
+    return 0
+
+
+def _run_lab_narrow(args: argparse.Namespace) -> int:
+    from .lab.narrow import NarrowConfig, format_summary, run_narrow, write_narrow
+
+    config = NarrowConfig(seed=args.seed, **_given(
+        args, depths="depths", seeds="seeds", restarts="restarts", steps="steps", lr="lr", n_train="n_train",
+        n_test="n_test", plain_width="plain_width", residual_width="residual_width"))
+    return _run_lab_experiment(args, "step", lambda progress: run_narrow(config, progress), write_narrow, format_summary)
+
+
+def _run_lab_gradients(args: argparse.Namespace) -> int:
+    _needs_torch("lab gradients")
+    from .images import ImageFolder
+    from .lab.gradients import GradientsConfig, format_summary, run_gradients, write_gradients
+
+    config = GradientsConfig(seed=args.seed, **_given(args, depths="depths", steps="steps", data="data",
+                                                      batch_size="batch_size", lr="lr", threads="threads"))
+    if config.data:
+        ImageFolder.scan(config.data)  # a missing or empty folder is refused before --out is created
+    return _run_lab_experiment(args, "net", lambda progress: run_gradients(config, progress), write_gradients,
+                               format_summary)
+
+
+def _run_lab_degradation(args: argparse.Namespace) -> int:
+    _needs_torch("lab degradation")
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .images import ImageFolder
+    from .lab.common import prepare_out
+    from .lab.degradation import (config_for_mode, format_summary, load_config, run_degradation,
+                                  write_degradation)
+
+    if args.resume:
+        config = load_config(Path(args.out))
+        config = replace(config, epochs=args.epochs) if args.epochs else config  # a run may be extended, no more
+        out = Path(args.out)
+    else:
+        if not args.data:
+            raise UserError("--data FOLDER is needed (a folder of class folders, e.g. CIFAR-10's training images)")
+        flags = _given(args, val_data="val_data", epochs="epochs", subset="subset", val_subset="val_subset",
+                       val_split="val_split", depths="depths", batch_size="batch_size", lr="lr", device="device",
+                       amp="amp", threads="threads")
+        for key in ("subset", "val_subset"):
+            if flags.get(key) == 0:
+                flags[key] = None  # 0: no subset
+        config = config_for_mode("full" if args.full else "quick", args.data, seed=args.seed, **flags)
+        ImageFolder.scan(config.data)  # refused before --out is created
+        out = prepare_out(args.out, args.force)
+    try:
+        result = run_degradation(config, out, resume=args.resume, show_progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: resnet-edge lab degradation --out {args.out} --resume", file=sys.stderr)
+        return 130
+    files = write_degradation(result, out)
+    print(result.settings() + "\n")
+    _print_lab_report(format_summary(result), result.verdict(), files, result.seconds)
+    return 0
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_gui, _add_classify, _add_info, _add_export, _add_train, _add_quantize, _add_verify, _add_bench]
+    _add_gui, _add_classify, _add_info, _add_export, _add_train, _add_quantize, _add_verify, _add_bench,
+    _add_lab]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -465,7 +649,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except UserError as error:
-        print(f"resnet-edge {args.command}: error: {error}", file=sys.stderr)
+        command = " ".join(filter(None, [args.command, getattr(args, "experiment", None)]))
+        print(f"resnet-edge {command}: error: {error}", file=sys.stderr)
         return error.exit_code
 
 

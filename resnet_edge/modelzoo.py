@@ -29,23 +29,29 @@ def model_dirs() -> list[Path]:
     return dirs
 
 
-def shipped_models() -> list[Path]:
-    """All .onnx files in the first models folder that has any."""
+def models_folder() -> Path | None:
+    """The first folder of :func:`model_dirs` that holds any .onnx file. Only that one is used, so a
+    model's fp32 and int8 files never come from two different places (say RESNET_EDGE_MODELS and the
+    checkout)."""
     for folder in model_dirs():
-        found = sorted(folder.glob("*.onnx")) if folder.is_dir() else []
-        if found:
-            return found
-    return []
+        if folder.is_dir() and any(folder.glob("*.onnx")):
+            return folder
+    return None
+
+
+def shipped_models() -> list[Path]:
+    """All .onnx files in the models folder."""
+    folder = models_folder()
+    return sorted(folder.glob("*.onnx")) if folder else []
 
 
 def find_model(name: str = DEFAULT_MODEL, precision: str = "fp32") -> Path:
     """A shipped model by name (``cifar10-resnet20``), fp32 or int8 (``<name>.int8.onnx``)."""
     filename = f"{name}.onnx" if precision == "fp32" else f"{name}.{precision}.onnx"
-    for folder in model_dirs():
-        candidate = folder / filename
-        if candidate.is_file():
-            return candidate
-    looked = ", ".join(str(d) for d in model_dirs())
+    folder = models_folder()
+    if folder is not None and (folder / filename).is_file():
+        return folder / filename
+    looked = str(folder) if folder else ", ".join(str(d) for d in model_dirs())
     raise UserError(f"shipped model {filename} not found (looked in {looked}); name a model with --model")
 
 

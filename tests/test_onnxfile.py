@@ -64,3 +64,18 @@ def test_strip_graph_outputs_keeps_everything_else(r20_probed):
     assert [o.name for o in after.outputs] == ["logits"]
     assert after.metadata == before.metadata and after.node_count == before.node_count
     onnx.checker.check_model(onnx.load_model_from_string(stripped))
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    from resnet_edge.atomicio import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        path = write_text_atomic(tmp_path / "out.txt", "hello")
+    finally:
+        os.umask(old)
+    assert path.read_text() == "hello"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by others, like any file the user writes

@@ -180,7 +180,7 @@ class GradientsResult:
         from matplotlib.figure import Figure
 
         depths = self.config.depths
-        fig = Figure(figsize=(4.6 * len(depths), 4.0), layout="constrained")
+        fig = Figure(figsize=(max(7.0, 4.6 * len(depths)), 4.0), layout="constrained")  # room for the title
         axes = fig.subplots(1, len(depths), squeeze=False)[0]
         colors = {"plain": "#c0392b", "residual": "#2c5f8a"}
         for ax, depth in zip(axes, depths):

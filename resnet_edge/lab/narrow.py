@@ -28,6 +28,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import UserError
+
 # progress(done, total, message); return False to stop (run_narrow then raises NarrowCancelled)
 Progress = Callable[[int, int, str], "bool | None"]
 KINDS = ("plain", "residual")
@@ -384,9 +386,10 @@ def run_narrow(config: NarrowConfig | None = None, progress: Progress | None = N
     and boundedness; keep the first seed's decision fields for the plots. Deterministic per config."""
     config = config or NarrowConfig()
     if not config.depths or min(config.depths) < 1:
-        raise ValueError("depths must be at least 1")
-    if config.seeds < 1 or config.restarts < 1 or config.steps < 1 or config.n_train < 4:
-        raise ValueError("seeds, restarts and steps must be at least 1, n_train at least 4")
+        raise UserError("--depths must be at least 1")
+    if min(config.seeds, config.restarts, config.steps, config.plain_width, config.residual_width) < 1 \
+            or config.n_train < 4 or config.n_test < 2:
+        raise UserError("--seeds, --restarts, --steps and the widths must be at least 1, --n-train at least 4")
     started = time.perf_counter()
     seeds = [config.seed + i for i in range(config.seeds)]
     data = [sample_points(config.n_train, np.random.default_rng([s, 0])) for s in seeds]
