@@ -300,6 +300,9 @@ def _add_gui(sub: argparse._SubParsersAction) -> None:
                                                           "(camera 0 if it opens, else the demo source)")
     p.add_argument("--provider", default="auto", help="auto, cpu, cuda, directml or openvino")
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    p.add_argument("--self-test", nargs="?", type=int, const=5, default=None, metavar="N",
+                   help="headless check: open the window offscreen, classify N demo frames and the bundled sample, "
+                        "print the predictions and the provider, exit 0")
     p.set_defaults(run=_run_gui)
 
 
@@ -313,7 +316,7 @@ def has_display() -> bool:
 
 
 def _run_gui(args: argparse.Namespace) -> int:
-    if not has_display():
+    if not has_display() and args.self_test is None:  # the self-test runs offscreen by itself
         print("no display found (DISPLAY and WAYLAND_DISPLAY are not set): classifying the demo source on the "
               "command line instead", file=sys.stderr)
         argv = ["classify", "--source", "demo" if args.source == "auto" else args.source, "--max-frames", "30",
@@ -324,6 +327,8 @@ def _run_gui(args: argparse.Namespace) -> int:
     except ImportError as error:
         raise UserError(f"the desktop app needs PySide6 ({error}); install it with: pip install -e '.[gui]'") from None
     argv = ["--source", args.source, "--provider", args.provider, "--precision", args.precision]
+    if args.self_test is not None:
+        argv += ["--self-test", str(args.self_test)]
     return gui_main(argv + (["--model", args.model] if args.model else []))
 
 
