@@ -32,7 +32,7 @@ of at least 1,000 frames). The exit status is 0 whatever the verdicts.
 To help explain a stall, the JSON also has the time the UI thread spent in the block panel's 4 Hz update
 (set_blocks, the channel grid) and in painting the panels, and Python's garbage-collector pauses.
 --display-interval-ms is an experiment knob, not a measurement of the app as shipped: it changes the app's
-display timer (33 ms) to try another polling interval.
+display timer (10 ms, gui.app.DISPLAY_POLL_MS) to try another polling interval.
 """
 
 from __future__ import annotations
@@ -660,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: the app's default, all cores)")
     parser.add_argument("--provider", default="auto", help="execution provider (default: auto, as the app)")
     parser.add_argument("--display-interval-ms", type=int,
-                        help="experiment: poll for new frames this often instead of the app's 33 ms display timer")
+                        help="experiment: poll for new frames this often instead of the app's 10 ms display poll")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
