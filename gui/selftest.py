@@ -141,6 +141,8 @@ def run_self_test(args: argparse.Namespace) -> int:
         window.inference.resultReady.connect(on_result)
         window.inference.modelFailed.connect(lambda message: finish(1, f"FAILED: model not loaded: {message}"))
         window.inference.failed.connect(lambda message: finish(1, f"FAILED: inference: {message}"))
+        # the capture thread retries a failing source with back-off: say why, so that a timeout below is explained
+        window.capture.trouble.connect(lambda message, wait: say(f"source trouble: {message}"))
         watchdog = QTimer(window, singleShot=True, interval=int(args.self_test_timeout * 1000))
         watchdog.timeout.connect(lambda: finish(1, f"FAILED: timed out after {args.self_test_timeout:g} s "
                                                    f"waiting for the {stages[0]} stage ({seen['demo']} demo predictions; "

@@ -37,7 +37,7 @@ def _file_line(path: Path) -> str:
 
 def _train_command(config: dict) -> str:
     defaults = {"val_data": None, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-                "label_smoothing": 0.1, "warmup_epochs": 2.0, "crop_padding": 4, "input_size": None,
+                "label_smoothing": 0.1, "warmup_epochs": 2.0, "crop_padding": 4, "cutout": 0, "input_size": None,
                 "shortcut": "A", "amp": "auto", "device": "cpu", "threads": 0}
     parts = ["resnet-edge train", "cifar10/train", "--out", f"runs/{Path(config['out']).name}",
              "--arch", config["arch"], "--val-split", f"{config['val_split']:g}", "--epochs", str(config["epochs"]),
@@ -70,7 +70,9 @@ def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
         f"- Recipe: {config['epochs']} epochs, batch {config['batch_size']}, SGD Nesterov momentum {config['momentum']}, "
         f"peak lr {config['lr']} after {config['warmup_epochs']:g} warm-up epochs then cosine to 0, weight decay "
         f"{config['weight_decay']:g} (conv/linear weights), label smoothing {config['label_smoothing']}, random crop "
-        f"(pad {config['crop_padding']}) + horizontal flip per image, bf16 autocast, channels_last, seed {config['seed']}.",
+        f"(pad {config['crop_padding']}) + horizontal flip"
+        + (f" + cutout {config['cutout']}x{config['cutout']} (mean colour)" if config.get("cutout") else "")
+        + f" per image, bf16 autocast, channels_last, seed {config['seed']}.",
         f"- Reproduce: `{_train_command(config)}`, then "
         f"`bash scripts/build-default-models.sh runs/{Path(config['out']).name} cifar10/train {name}` "
         "(`resnet-edge export --probes`, `resnet-edge quantize`, `resnet-edge verify`).",

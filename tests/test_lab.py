@@ -82,6 +82,20 @@ def test_lab_narrow_measures_the_claimed_direction(tmp_path, capsys):
     assert "verdict: HOLDS" in printed and "bounded+acc" in printed
 
 
+def test_lab_narrow_without_matplotlib_writes_the_numbers_and_says_why_no_figures(tmp_path, capsys, monkeypatch):
+    import resnet_edge.lab.common as common
+
+    monkeypatch.setattr(common, "have_matplotlib", lambda: False)  # as in the packaged app, which leaves it out
+    out = tmp_path / "narrow"
+    assert main(["lab", "narrow", "--out", str(out), "--depths", "1", "--seeds", "1", "--steps", "50",
+                 "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip() == common.NO_MATPLOTLIB
+    assert "verdict: " in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["nets.csv", "results.json"]
+    assert "boundaries" not in json.loads((out / "results.json").read_text())["files"]
+
+
 def test_lab_narrow_refuses_a_used_folder_without_force(tmp_path, capsys):
     out = tmp_path / "narrow"
     out.mkdir()
@@ -278,16 +292,15 @@ def test_lab_tab_cancels_without_blocking_the_ui(qtbot, lab_window):
 
 
 def test_lab_tab_reports_numbers_when_matplotlib_is_missing(qtbot, lab_window, monkeypatch):
-    import gui.widgets.lab
+    import resnet_edge.lab.common as common
     from resnet_edge.lab.narrow import NarrowConfig
 
-    def no_matplotlib(*_args, **_kwargs):
-        raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
-
-    monkeypatch.setattr(gui.widgets.lab, "write_narrow", no_matplotlib)  # as in the packaged app
+    monkeypatch.setattr(common, "have_matplotlib", lambda: False)  # as in the packaged app, which leaves it out
     lab = lab_window.lab
     assert lab.run_narrow(NarrowConfig(depths=(1,), seeds=1, restarts=1, steps=100))
     qtbot.waitUntil(lambda: not lab.running, timeout=60000)
     assert lab.status.text() == "done, without figures: matplotlib is not installed"
     assert "verdict:" in lab.report.toPlainText() and "no figures: matplotlib" in lab.report.toPlainText()
     assert lab.shown is None
+    live = sorted(p.name for p in lab.folder.rglob("*") if p.is_file())
+    assert "results.json" in live and "nets.csv" in live and not [n for n in live if n.endswith(".png")]

@@ -68,6 +68,24 @@ def test_augmentation_crops_and_flips_per_image():
     assert kinds <= {"same", "flip"} and "?" not in kinds
 
 
+def test_cutout_erases_one_square_per_image_in_the_fill_colour():
+    from resnet_edge.training.data import augment_batch
+
+    images = torch.full((256, 16, 16, 3), 200, dtype=torch.uint8)
+    plain = augment_batch(images, 0, torch.Generator().manual_seed(5))
+    assert torch.equal(plain, images)  # no padding, no cutout: only flips, of a flat image
+    out = augment_batch(images, 0, torch.Generator().manual_seed(5), cutout=6, fill=(1, 2, 3))
+    erased = (out == torch.tensor([1, 2, 3], dtype=torch.uint8)).all(-1)  # (B, H, W)
+    assert ((out == 200).all(-1) | erased).all()  # every pixel is either kept or the fill colour
+    counts = erased.sum((1, 2))
+    assert counts.max().item() == 36 and counts.min().item() >= 9  # 6x6 inside; clipped at a border (>= 3x3 left)
+    assert (counts < 36).any()  # some squares are cut off by the border
+    for mask in erased[:32]:  # each erased region is one axis-aligned rectangle
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        assert mask.sum().item() == len(rows) * len(cols) and len(rows) <= 6 and len(cols) <= 6
+        assert (rows.diff() == 1).all() and (cols.diff() == 1).all()
+
+
 def test_resume_after_a_kill_reaches_the_same_weights(tmp_path):
     data = write_class_folder(tmp_path / "data", COLOR_CLASSES, per_class=40, seed=1)
     straight, killed = tmp_path / "straight", tmp_path / "killed"

@@ -49,17 +49,16 @@ class NarrowWorker(QThread):
         return not self._stop.is_set()  # False stops run_narrow at its next report (every 100 steps)
 
     def run(self) -> None:
-        from resnet_edge.lab.common import verdict_word
+        from resnet_edge.lab.common import NO_MATPLOTLIB, verdict_word
 
         try:
             result = run_narrow(self.config, self._progress)
             if self._stop.is_set():
                 raise NarrowCancelled("after the last step")
             self.progressed.emit(1, 1, "drawing the figures")
-            try:
-                files, note = write_narrow(result, self.out, force=True), ""
-            except ImportError as error:  # the packaged app leaves matplotlib out (size): the numbers, no figures
-                files, note = {}, f"\nno figures: {error.name or error} is not installed (pip install matplotlib)"
+            files = write_narrow(result, self.out, force=True)
+            # the packaged app leaves matplotlib out (size): the numbers, no figures
+            note = "" if "boundaries" in files else f"\n{NO_MATPLOTLIB}"
         except NarrowCancelled:
             self.cancelled.emit()
             return

@@ -54,6 +54,16 @@ def write_csv(path: Path, rows: Sequence[dict], force: bool = True) -> Path:
     return write_text_atomic(path, buffer.getvalue(), force=force)
 
 
+def have_matplotlib() -> bool:
+    """Whether figures can be drawn: matplotlib is optional (the packaged app leaves it out for size)."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+NO_MATPLOTLIB = "no figures: matplotlib is not installed (pip install matplotlib); the numbers are in the CSV and JSON"
+
+
 def save_figure(figure, path: Path, force: bool = True, dpi: int = 110) -> Path:
     """Save a matplotlib Figure (made with ``matplotlib.figure.Figure``, no pyplot) as PNG, atomically."""
     with atomic_path(path, force=force) as tmp:

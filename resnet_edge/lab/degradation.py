@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..images import ImageFolder
-from .common import format_table, save_figure, write_csv, write_json
+from .common import format_table, save_figure, verdict_word, write_csv, write_json
 
 Log = Callable[[str], None]
 KINDS = ("plain", "resnet")
@@ -206,9 +206,16 @@ class DegradationResult:
         as_claimed = all(sign * d > tie for d in diffs.values())
         against = any(sign * d < -tie for d in diffs.values())
         holds = True if as_claimed else False if against else None
-        text = (f"{deep.arch} vs {shallow.arch}: final training error {100 * deep.train_error[-1]:.2f}% vs "
-                f"{100 * shallow.train_error[-1]:.2f}%, validation error {100 * deep.val_error[-1]:.2f}% vs "
-                f"{100 * shallow.val_error[-1]:.2f}% (claimed: deeper {deeper_should_be})")
+
+        def judged(name: str) -> str:  # one metric: the difference in points and whether it is as claimed
+            d = diffs[name]
+            word = "as claimed" if sign * d > tie else "against the claim" if sign * d < -tie else "a tie"
+            return f"{name} {100 * abs(d):.2f} pts {'higher' if d > 0 else 'lower'} ({word})"
+
+        text = (f"{deep.arch} vs {shallow.arch}: {verdict_word(holds)}: final training error {100 * deep.train_error[-1]:.2f}% "
+                f"vs {100 * shallow.train_error[-1]:.2f}%, validation error {100 * deep.val_error[-1]:.2f}% vs "
+                f"{100 * shallow.val_error[-1]:.2f}%; {judged('train')}, {judged('val')} (claimed: deeper "
+                f"{deeper_should_be})")
         return {"holds": holds, "measured": text, "difference_train": diffs["train"], "difference_val": diffs["val"]}
 
     def verdict(self) -> dict:

@@ -462,10 +462,11 @@ def format_summary(result: NarrowResult) -> str:
 
 
 def write_narrow(result: NarrowResult, out, force: bool = True) -> dict[str, str]:
-    """results.json, nets.csv (one row per net), boundaries.png, summary.png in ``out``."""
+    """results.json, nets.csv (one row per net), boundaries.png, summary.png in ``out`` (the figures only where
+    matplotlib is installed)."""
     from pathlib import Path
 
-    from .common import save_figure, write_csv, write_json
+    from .common import have_matplotlib, save_figure, write_csv, write_json
 
     out = Path(out)
     csv_rows = []
@@ -475,11 +476,12 @@ def write_narrow(result: NarrowResult, out, force: bool = True) -> dict[str, str
         row |= {f"positive_share_r{r:g}": n.positive_share[r] for r in result.config.radii}
         row |= {"bounded": n.bounded, "empty": n.empty, "success": n.success}
         csv_rows.append(row)
-    paths = {"results": out / "results.json", "nets": out / "nets.csv", "boundaries": out / "boundaries.png",
-             "summary": out / "summary.png"}
+    paths = {"results": out / "results.json", "nets": out / "nets.csv"}
+    if have_matplotlib():
+        paths |= {"boundaries": out / "boundaries.png", "summary": out / "summary.png"}
+        save_figure(result.boundary_figure(), paths["boundaries"], force)
+        save_figure(result.summary_figure(), paths["summary"], force)
     write_csv(paths["nets"], csv_rows, force)
-    save_figure(result.boundary_figure(), paths["boundaries"], force)
-    save_figure(result.summary_figure(), paths["summary"], force)
     write_json(paths["results"], {"experiment": "narrow", **result.to_json(),
                                   "files": {k: str(v) for k, v in paths.items()}}, force)
     return {k: str(v) for k, v in paths.items()}

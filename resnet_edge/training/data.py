@@ -71,8 +71,11 @@ def load_split(
     return split, skipped
 
 
-def augment_batch(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Per-image random crop (zero padding) and horizontal flip of uint8 (B, H, W, 3), one gather."""
+def augment_batch(images: torch.Tensor, padding: int, generator: torch.Generator, cutout: int = 0,
+                  fill: tuple[int, int, int] = (0, 0, 0)) -> torch.Tensor:
+    """Per-image random crop (zero padding) and horizontal flip of uint8 (B, H, W, 3), one gather; then, with
+    ``cutout`` > 0, a cutout x cutout square per image set to ``fill`` (DeVries & Taylor 2017: its centre is
+    anywhere in the image, so the square may be cut off at the border)."""
     batch, height, width, _ = images.shape
     padded = torch.nn.functional.pad(images, (0, 0, padding, padding, padding, padding))  # (B, H+2p, W+2p, 3)
     dy = torch.randint(0, 2 * padding + 1, (batch, 1), generator=generator)
@@ -82,7 +85,16 @@ def augment_batch(images: torch.Tensor, padding: int, generator: torch.Generator
     cols_forward = torch.arange(width)
     cols = dx + torch.where(flip, cols_forward.flip(0), cols_forward)  # (B, W), reversed where flipped
     batch_index = torch.arange(batch)[:, None, None]
-    return padded[batch_index, rows[:, :, None], cols[:, None, :]]  # (B, H, W, 3)
+    out = padded[batch_index, rows[:, :, None], cols[:, None, :]]  # (B, H, W, 3)
+    if cutout > 0:  # drawn only when asked, so runs without it keep their random stream
+        cy = torch.randint(0, height, (batch, 1), generator=generator)
+        cx = torch.randint(0, width, (batch, 1), generator=generator)
+        top, left = cy - cutout // 2, cx - cutout // 2  # may be negative: the square is clipped by the border
+        inside_rows = (torch.arange(height) >= top) & (torch.arange(height) < top + cutout)  # (B, H)
+        inside_cols = (torch.arange(width) >= left) & (torch.arange(width) < left + cutout)  # (B, W)
+        square = inside_rows[:, :, None] & inside_cols[:, None, :]  # (B, H, W)
+        out[square] = torch.tensor(fill, dtype=out.dtype)
+    return out
 
 
 def to_input(images: torch.Tensor, spec: PreprocessSpec, device: torch.device) -> torch.Tensor:

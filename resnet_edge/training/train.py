@@ -51,6 +51,7 @@ class TrainConfig:
     label_smoothing: float = 0.1  # softens targets; helps calibration and a little accuracy
     warmup_epochs: float = 2.0  # linear warm-up from lr/10, then cosine decay to 0
     crop_padding: int = 4  # random crop: pad by this many pixels and cut the input size back out
+    cutout: int = 0  # side of a square erased per image (mean colour; 0 = off): regularises nets that overfit
     input_size: int | None = None  # square input side; None = the architecture's default (32 or 224)
     shortcut: str = "A"  # CIFAR nets only: "A" zero-pad (paper), "B" 1x1 projection
     amp: str = "auto"  # "bf16" autocast, "off", or "auto" (bf16 where the CPU/GPU supports it)
@@ -211,6 +212,7 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
         mean, std = tuple(pixels.mean(0).tolist()), tuple(pixels.std(0).tolist())
         del pixels
     spec = PreprocessSpec(input_size=(side, side), mean=mean, std=std, color_order="RGB", crop_ratio=1.0)
+    cutout_fill = tuple(round(255 * m) for m in mean)  # the mean colour: 0 after normalisation
     _log(f"data: {len(train_split)} train / {len(val_split)} validation images, {len(folder.classes)} classes, "
          f"skipped {skipped_train + skipped_val} unreadable; {world} process(es) x {threads} thread(s) on {device}")
 
@@ -260,7 +262,8 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(global_step, total_steps, warmup_steps, config.lr)
                 batch_idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-                images = augment_batch(train_split.images[batch_idx], config.crop_padding, generator)
+                images = augment_batch(train_split.images[batch_idx], config.crop_padding, generator,
+                                       config.cutout, cutout_fill)
                 # every process draws the whole batch's augmentation (same generator) and keeps its share
                 images, labels = images[rank::world], train_split.labels[batch_idx][rank::world].to(device)
                 x = to_input(images, spec, device)
