@@ -5,6 +5,8 @@
 
 The UI thread only draws. A CaptureWorker reads the source into a one-frame slot, an InferenceWorker
 classifies the newest frame and probes one about 4 times a second for the block panel (see workers.py).
+A model file the app did not ship is first loaded in a child process by a ModelProbeWorker (probe.py), so a
+model that crashes or hangs ONNX Runtime is refused with a message while the previous model keeps running.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from resnet_edge.providers import available_providers
 from .outputs import PredictionRecorder, save_png_atomic, timestamped
 from .widgets import BlockPanel, ChannelGrid, TopKBars, VideoView
 from .widgets.lab import LabTab
+from .probe import PROBE_FLAG
 from .workers import (CameraScanner, CaptureWorker, InferenceResult, InferenceWorker, LatestFrame, ModelInfo,
-                      SourceFactory, describe_error)
+                      ModelProbeWorker, SourceFactory, describe_error)
 from .workers import source_factory as make_source_factory
 
 DISPLAY_POLL_MS = 10  # how often the UI looks for a new frame to show (it repaints only on a new one)
@@ -85,7 +88,8 @@ class MainWindow(QMainWindow):
                  precision: str = "fp32", *, source_factory: SourceFactory | None = None,
                  threads: int | None = None, output_dir: Path | None = None, probe_hz: float = 4.0,
                  scan_cameras: bool = True, capture_options: Mapping[str, Any] | None = None,
-                 stall_seconds: float = 2.0, parent: QWidget | None = None) -> None:
+                 stall_seconds: float = 2.0, probe_options: Mapping[str, Any] | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("resnet-edge")
         self.output_dir = Path(output_dir) if output_dir else default_output_dir()
@@ -101,6 +105,7 @@ class MainWindow(QMainWindow):
         self._source_trouble: str | None = None
         self._shown_seq = 0
         self._closed = False
+        self._model_request = 0  # id of the newest model request: a probe result for an older one is ignored
         # scan once the source has opened (or failed): probing a camera the capture is opening can upset both
         self._scan_pending = scan_cameras
 
@@ -108,6 +113,8 @@ class MainWindow(QMainWindow):
         factory = source_factory or make_source_factory(source)
         self.capture = CaptureWorker(self.slot, factory, parent=self, **dict(capture_options or {}))
         self.inference = InferenceWorker(self.slot, probe_interval=1.0 / probe_hz, threads=threads, parent=self)
+        # options: timeout (s), command (the child's argv, for tests), cache
+        self.prober = ModelProbeWorker(parent=self, **dict(probe_options or {}))
         self.scanner: CameraScanner | None = None
 
         self._build_actions()
@@ -116,6 +123,7 @@ class MainWindow(QMainWindow):
         self._load_start_model(model, precision)
         self.capture.start()
         self.inference.start()
+        self.prober.start()
         # Poll the latest-frame slot every 10 ms and repaint only when a new frame is there: a 33 ms timer beat
         # against a 30 fps source and skipped ~4% of its frames (benchmarks/gui_pipeline.py); polling is cheap.
         self.display_timer = QTimer(self, interval=DISPLAY_POLL_MS, timeout=self._refresh_frame)
@@ -229,6 +237,9 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         self.capture.opened.connect(self._on_source_opened)
         self.capture.trouble.connect(self._on_source_trouble)
+        self.capture.notice.connect(lambda message: self.statusBar().showMessage(message, 10000))
+        self.prober.passed.connect(self._on_probe_passed)
+        self.prober.failed.connect(self._on_probe_failed)
         self.inference.resultReady.connect(self._on_result)
         self.inference.modelLoaded.connect(self._on_model_loaded)
         self.inference.modelFailed.connect(self._on_model_failed)
@@ -246,14 +257,25 @@ class MainWindow(QMainWindow):
             self.block_panel.set_note(f"no model: {error}")
             self.statusBar().showMessage(str(error))
             return
-        self.inference.request_model(path, self.requested_provider)
+        self._request_model(path, self.requested_provider)
 
     # --- public controls --------------------------------------------------------------------------
 
     def open_model(self, path: str | Path) -> None:
         """Load another model file live; if it fails, a message says why and the old one keeps running."""
         self.statusBar().showMessage(f"loading {path}…")
-        self.inference.request_model(Path(path), self.requested_provider)
+        self._request_model(Path(path), self.requested_provider)
+
+    def _request_model(self, path: Path, provider: str) -> None:
+        """Every model request goes through here: a file the app did not ship (and not yet tried unchanged) is
+        first loaded in a child process; the inference worker gets it only if that process survived it."""
+        self._model_request += 1
+        if self.prober.cache.needs_probe(path):
+            self.statusBar().showMessage(f"trying {Path(path).name} in a separate process first…")
+            self.prober.request(self._model_request, path, provider)
+        else:
+            self.prober.cancel()  # a probe still running is for an older request
+            self.inference.request_model(path, provider)
 
     def set_precision(self, precision: str) -> None:
         if self.model_info is None:
@@ -269,7 +291,7 @@ class MainWindow(QMainWindow):
         self.requested_provider = provider
         if self.model_info is not None:
             self.statusBar().showMessage(f"switching to {provider}…")
-            self.inference.request_model(self.model_info.path, provider)
+            self._request_model(self.model_info.path, provider)
 
     def set_source(self, spec: str) -> None:
         """auto | demo | camera index | video/image file | folder."""
@@ -334,7 +356,8 @@ class MainWindow(QMainWindow):
 
     def worker_threads(self) -> list[QThread]:
         """Every worker thread this window started (for a clean shutdown, and tests)."""
-        return [thread for thread in (self.capture, self.inference, self.scanner, self.lab.worker) if thread is not None]
+        return [thread for thread in (self.capture, self.inference, self.prober, self.scanner, self.lab.worker)
+                if thread is not None]
 
     def shutdown(self) -> None:
         """Stop and join every worker; safe to call twice. Never terminates a thread."""
@@ -346,6 +369,7 @@ class MainWindow(QMainWindow):
         self.stop_recording()
         self.capture.stop()
         self.inference.stop()
+        self.prober.stop()  # kills a child process still loading a model
         self.lab.shutdown()
         for thread in self.worker_threads():
             # a camera read() can block for a while: wait, but say so rather than hang silently
@@ -372,6 +396,14 @@ class MainWindow(QMainWindow):
             self.channel_grid.set_block(result.blocks[selected] if selected is not None else None)
         if self.recorder is not None:
             self.recorder.write(result)
+
+    def _on_probe_passed(self, request_id: int, path: Path, provider: str) -> None:
+        if request_id == self._model_request and not self._closed:
+            self.inference.request_model(path, provider)
+
+    def _on_probe_failed(self, request_id: int, message: str) -> None:
+        if request_id == self._model_request and not self._closed:
+            self._on_model_failed(message)
 
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.model_info = info
@@ -542,12 +574,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "source (default 5), then the bundled sample image in fp32 and int8; prints them and "
                              "the provider, exits 0 if all worked (see gui/selftest.py)")
     parser.add_argument("--self-test-timeout", type=float, default=60.0, metavar="S", help=argparse.SUPPRESS)
+    # internal: the app runs its own executable with these to try a model in a child process (gui/probe.py)
+    parser.add_argument(PROBE_FLAG, dest="probe_model", metavar="PATH", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-result", metavar="FILE", help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the app until its window closes; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.probe_model is not None:  # a child process trying a model for the app: no window, no Qt
+        from .probe import probe_main
+
+        return probe_main(list(sys.argv[1:] if argv is None else argv))
     if pyside_drops_references():
         import PySide6
 

@@ -7,6 +7,8 @@ A newer frame overwrites an older one nobody has read yet: a slow model drops fr
 them. Both workers follow Qt's Mandelbrot example: a request (new source, new model) is kept as "the
 newest request" under a lock and picked up by the loop; stop() sets a flag and wakes the thread, and
 the owner joins it with wait(). Nothing here calls QThread.terminate().
+
+ModelProbeWorker loads a model the user picked in a child process before the inference worker may (probe.py).
 """
 
 from __future__ import annotations
@@ -24,18 +26,13 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from resnet_edge.errors import UserError
 from resnet_edge.runtime import BlockActivation, Classifier, Prediction
-from resnet_edge.sources import DemoSource, FrameSource, VideoSource, open_source
+from resnet_edge.sources import LIVE_KINDS, Backoff, DemoSource, FrameSource, VideoSource, open_source
+from resnet_edge.sources import describe_error as describe_error  # re-exported: the app's one-line error text
+
+from .probe import PROBE_TIMEOUT_S, PROBED, ProbeCache, ProbeCommand, ProbeOutcome, probe_command, probe_key, run_probe
 
 SourceFactory = Callable[[], FrameSource]  # opens a source; called in the capture thread, may raise
 CAMERA_INDICES = range(5)  # what the camera scan tries
-
-
-def describe_error(error: BaseException) -> str:
-    """One line for the status bar: our own errors carry their message, others get their type too."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    if isinstance(error, UserError):
-        return text or type(error).__name__
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 # --- the frame slot --------------------------------------------------------------------------------
@@ -114,22 +111,6 @@ class RateMeter:
             self._times.popleft()
 
 
-class Backoff:
-    """Reconnect delays: first, 2*first, 4*first... capped at limit; reset() after a success."""
-
-    def __init__(self, first: float = 0.5, limit: float = 8.0) -> None:
-        self.first, self.limit = first, limit
-        self._next = first
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self.limit)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.first
-
-
 # --- sources ---------------------------------------------------------------------------------------
 
 
@@ -159,8 +140,8 @@ def source_factory(spec: str, camera: Callable[[int], FrameSource] = VideoSource
 
 
 def pace_fps(source: FrameSource) -> float | None:
-    """Frames per second to publish at; None for a camera, whose read() waits for the next frame itself."""
-    if source.kind == "camera":
+    """Frames per second to publish at; None for a camera or stream, whose read() waits for the next frame itself."""
+    if source.kind in LIVE_KINDS:
         return None
     if source.kind == "video":
         return float(min(max(getattr(source, "fps", 0.0) or 30.0, 1.0), 120.0))
@@ -195,6 +176,7 @@ class CaptureWorker(QThread):
 
     opened = Signal(str)  # description of the source that just opened
     trouble = Signal(str, float)  # what went wrong, seconds until the next try
+    notice = Signal(str)  # worth saying, nothing to recover from (a camera changed its resolution)
 
     def __init__(self, slot: LatestFrame, factory: SourceFactory, *, backoff_start: float = 0.5,
                  backoff_limit: float = 8.0, repeat_limit_s: float = 2.0,
@@ -208,10 +190,11 @@ class CaptureWorker(QThread):
         self.meter = RateMeter()
         self.frames = 0  # published frames, all sources together
         self.opens = 0  # successful opens, reconnects and loops included
-        self.live = False  # the current source is a camera (frames stop = trouble, not the end of a file)
+        self.live = False  # the current source is a camera or stream (frames stop = trouble, not the end of a file)
         self.description = ""
         self.last_frame_time = 0.0
         self.troubles: deque[tuple[str, float]] = deque(maxlen=50)  # recent (message, retry delay), newest last
+        self.notices: deque[str] = deque(maxlen=50)  # recent notices, newest last
         self._lock = threading.Lock()
         self._pending: SourceFactory | None = factory
         self._paused = False
@@ -259,7 +242,7 @@ class CaptureWorker(QThread):
                 self._retry(describe_error(error))
                 continue
             self.opens += 1
-            self.live = source.kind == "camera"
+            self.live = source.kind in LIVE_KINDS
             self.description = source.description
             self.opened.emit(source.description)
             try:
@@ -319,6 +302,13 @@ class CaptureWorker(QThread):
                     if now - repeat_since >= self.repeat_limit_s:
                         return delivered, f"frozen (the same frame for {now - repeat_since:.1f} s)"
                     continue
+                if previous is not None and frame.image.shape != previous.shape:
+                    # the model takes any size, so nothing breaks; but a user wondering why the picture changed
+                    # (a driver renegotiating after a USB hiccup) should see it was the camera
+                    old, new = previous.shape, frame.image.shape
+                    message = f"{source.description}: resolution changed from {old[1]}x{old[0]} to {new[1]}x{new[0]}"
+                    self.notices.append(message)
+                    self.notice.emit(message)
                 previous, repeat_since = frame.image, None
                 if self._paused:
                     continue  # keep reading so the camera's buffer stays fresh, publish nothing
@@ -465,6 +455,73 @@ class InferenceWorker(QThread):
         self.latency_ms = 0.0
         self.modelLoaded.emit(info)
         return True
+
+
+class ModelProbeWorker(QThread):
+    """Loads each model the user picks in a child process first (gui/probe.py), off the UI thread.
+
+    Mandelbrot style: the newest request wins; a newer request or a cancel kills the child now working on an
+    older one; stop() kills it too, so closing the window never waits out a hung model.
+    """
+
+    passed = Signal(int, object, str)  # request id, Path, provider: safe to load in the app
+    failed = Signal(int, str)  # request id, one line saying why it is not loaded
+
+    def __init__(self, *, timeout: float = PROBE_TIMEOUT_S, command: ProbeCommand = probe_command,
+                 cache: ProbeCache = PROBED, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("model-probe")
+        self.timeout, self.command, self.cache = timeout, command, cache
+        self.probes = 0  # child processes started
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: tuple[int, Path, str] | None = None
+        self._generation = 0  # bumped by every request and cancel: the child in flight is stale when it moved
+        self._stopping = False
+
+    def request(self, request_id: int, path: str | Path, provider: str) -> None:
+        with self._cond:
+            self._pending = (request_id, Path(path), provider)
+            self._generation += 1
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        """Forget any request (another model was chosen that needs no probe)."""
+        with self._cond:
+            self._pending = None
+            self._generation += 1
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping or self._pending is not None)
+                if self._stopping:
+                    return
+                (request_id, path, provider), self._pending = self._pending, None
+                generation = self._generation
+
+            def stale() -> bool:
+                with self._cond:
+                    return self._stopping or self._generation != generation
+
+            key = probe_key(path)  # taken before the child reads the file: a change meanwhile means probe again
+            self.probes += 1
+            try:
+                outcome = run_probe(path, provider, timeout=self.timeout, command=self.command, cancelled=stale)
+            except Exception as error:  # cannot start a process at all (no memory, no executable)
+                outcome = ProbeOutcome(False, f"{path.name}: could not start a process to test it: {describe_error(error)}")
+            if outcome is None or stale():
+                continue  # superseded: the newer request is picked up above
+            if outcome.ok:
+                self.cache.add(key)
+                self.passed.emit(request_id, path, provider)
+            else:
+                self.failed.emit(request_id, outcome.message)
 
 
 class CameraScanner(QThread):

@@ -157,6 +157,9 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--batch-size", type=int, default=8, help="frames per inference call for folders (default 8)")
     p.add_argument("--max-frames", type=int, help="stop after this many frames (video, camera, demo)")
+    p.add_argument("--max-retries", type=int, metavar="N",
+                   help="camera or stream: give up (exit 1) after N failed reconnects in a row (default: keep trying, "
+                        "waiting 0.5, 1, 2... up to 8 s between tries)")
     p.add_argument("--json", action="store_true", help="one JSON object per frame on stdout; summary on stderr")
     _add_preprocess_flags(p, for_models_without_metadata=True)
     p.set_defaults(run=_run_classify)
@@ -168,11 +171,14 @@ def _run_classify(args: argparse.Namespace) -> int:
 
     from .modelzoo import resolve_model
     from .onnxfile import read_model_file
+    from .providers import warn
     from .runtime import Classifier
-    from .sources import open_source
+    from .sources import LiveSource, open_source
 
     if args.top_k < 1 or args.batch_size < 1:
         raise UserError("--top-k and --batch-size must be at least 1")
+    if args.max_retries is not None and args.max_retries < 0:
+        raise UserError("--max-retries must be 0 or more")
     path = resolve_model(args.model, args.precision)
     data, summary = read_model_file(path)
     contract = _contract_override(args, summary.metadata)
@@ -181,7 +187,8 @@ def _run_classify(args: argparse.Namespace) -> int:
 
         contract = ModelContract.from_props(summary.metadata, source=str(path))
     classifier = Classifier(data, summary, contract, provider=args.provider, threads=args.threads)
-    source = open_source(args.source, max_frames=args.max_frames)
+    # a camera or stream that fails, freezes or blocks is reported and reopened with back-off (sources.LiveSource)
+    source = open_source(args.source, max_frames=args.max_frames, report=warn, max_retries=args.max_retries)
     out = sys.stdout
     if not args.json:
         print(f"model {path} ({contract.arch}, {contract.precision}) on {classifier.provider}; source {source.description}", file=out)
@@ -208,6 +215,7 @@ def _run_classify(args: argparse.Namespace) -> int:
         batch.clear()
 
     per_call = args.batch_size if source.kind == "folder" else 1
+    interrupted = False
     try:
         for frame in source:
             batch.append(frame)
@@ -215,17 +223,22 @@ def _run_classify(args: argparse.Namespace) -> int:
                 flush()
         if batch:
             flush()
+    except KeyboardInterrupt:  # Ctrl-C is how a camera run ends: still print the summary
+        interrupted = True
     finally:
         source.close()
     elapsed = time.perf_counter() - started
-    if frames == 0:
+    if frames == 0 and not interrupted:
         raise UserError(f"{source.description}: no frame could be read")
-    summary_line = (f"summary: {frames} frames in {elapsed:.2f}s ({frames / elapsed:.1f} fps end to end, "
-                    f"{1000 * inference_seconds / frames:.2f} ms/frame in the model) on {classifier.provider}"
+    live = isinstance(source, LiveSource)
+    summary_line = (f"summary: {frames} frames in {elapsed:.2f}s ({frames / max(elapsed, 1e-9):.1f} fps end to end, "
+                    f"{1000 * inference_seconds / max(frames, 1):.2f} ms/frame in the model) on {classifier.provider}"
                     + (f"; skipped {source.skipped} unreadable" if source.skipped else "")
-                    + (f"; {invalid} invalid outputs" if invalid else ""))
+                    + (f"; {invalid} invalid outputs" if invalid else "")
+                    + (f"; {len(source.faults)} faults, {source.reconnects} reconnects" if live and source.faults else "")
+                    + ("; interrupted" if interrupted else ""))
     print(summary_line, file=sys.stderr if args.json else out)
-    return 0
+    return 130 if interrupted else 0
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:

@@ -77,8 +77,27 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
 def _bmp_size(data: bytes) -> tuple[int, int] | None:
     if len(data) < 26:
         return None
+    (header_size,) = struct.unpack("<I", data[14:18])
+    if header_size == 12:  # OS/2 BITMAPCOREHEADER: 16-bit unsigned sizes
+        return struct.unpack("<HH", data[18:22])
     width, height = struct.unpack("<ii", data[18:26])
     return abs(width), abs(height)
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    # RIFF header (12) + first chunk: VP8X (extended), VP8L (lossless) or "VP8 " (lossy)
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:
+        width = 1 + int.from_bytes(data[24:27], "little")
+        height = 1 + int.from_bytes(data[27:30], "little")
+        return width, height
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    return None
 
 
 def _is_truncated(fmt: str, data: bytes) -> bool:
@@ -90,6 +109,11 @@ def _is_truncated(fmt: str, data: bytes) -> bool:
     if fmt == "webp":
         (riff_size,) = struct.unpack("<I", data[4:8])
         return len(data) < riff_size + 8
+    if fmt == "bmp":
+        # the file header states the file size; OpenCV would otherwise fill the missing rows
+        (file_size,) = struct.unpack("<I", data[2:6])
+        (pixel_offset,) = struct.unpack("<I", data[10:14])
+        return len(data) < file_size or len(data) <= pixel_offset
     return False
 
 
@@ -98,13 +122,15 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
     fmt = sniff_format(data[:32])
     if fmt is None:
         raise ImageError(f"{name}: not a JPEG, PNG, BMP or WebP image")
-    size = {"png": _png_size, "jpeg": _jpeg_size, "bmp": _bmp_size}.get(fmt, lambda _d: None)(data)
-    if size is not None:
-        width, height = size
-        if width <= 0 or height <= 0:
-            raise ImageError(f"{name}: image header gives an empty size {width}x{height}")
-        if width * height > MAX_PIXELS:
-            raise ImageError(f"{name}: {width}x{height} pixels is over the limit of {MAX_PIXELS:,}")
+    size = {"png": _png_size, "jpeg": _jpeg_size, "bmp": _bmp_size, "webp": _webp_size}[fmt](data)
+    if size is None:
+        # no size we can check before decoding means no decoding: the decoder would allocate first
+        raise ImageError(f"{name}: the {fmt.upper()} header is damaged (no image size in it)")
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{name}: image header gives an empty size {width}x{height}")
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{name}: {width}x{height} pixels is over the limit of {MAX_PIXELS:,}")
     if _is_truncated(fmt, data):
         raise ImageError(f"{name}: the {fmt.upper()} file is truncated")
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)

@@ -111,18 +111,23 @@ class ModelContract:
         if not isinstance(resize, dict) or resize.get("policy", "center_crop") not in RESIZE_POLICIES:
             raise MetadataError(f"{source}: metadata 'resize' must be {{'policy': one of {RESIZE_POLICIES}, 'crop_ratio': r}}")
         crop_ratio = resize.get("crop_ratio", 1.0)
-        if not isinstance(crop_ratio, (int, float)) or not 0 < crop_ratio <= 1:
+        if isinstance(crop_ratio, bool) or not isinstance(crop_ratio, (int, float)) or not 0 < crop_ratio <= 1:
             raise MetadataError(f"{source}: metadata crop_ratio must be in (0, 1], got {crop_ratio!r}")
-        spec = PreprocessSpec(input_size=(size[0], size[1]), mean=mean, std=std, color_order=color_order,
-                              resize_policy=resize.get("policy", "center_crop"), crop_ratio=float(crop_ratio))
+        try:
+            spec = PreprocessSpec(input_size=(size[0], size[1]), mean=mean, std=std, color_order=color_order,
+                                  resize_policy=resize.get("policy", "center_crop"), crop_ratio=float(crop_ratio))
+        except UserError as error:  # the checks above should catch it all; keep the promised error type
+            raise MetadataError(f"{source}: metadata preprocessing is unusable: {error}") from None
         blocks = values.get("blocks") or []
         probes = values.get("probes") or {}
         if not isinstance(blocks, list) or not all(isinstance(b, str) for b in blocks):
             raise MetadataError(f"{source}: metadata 'blocks' must be a list of block names")
         if not isinstance(probes, dict) or not all(
-                isinstance(v, dict) and isinstance(v.get("x"), str) and isinstance(v.get("residual"), str)
-                for v in probes.values()):
+                isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("x"), str)
+                and isinstance(v.get("residual"), str) for k, v in probes.items()):
             raise MetadataError(f"{source}: metadata 'probes' must map block -> {{'x': name, 'residual': name}}")
+        if probes and set(probes) != set(blocks):  # the block panel asks for every block's probes
+            raise MetadataError(f"{source}: metadata 'probes' must name exactly the blocks in 'blocks'")
         known = {"format", "labels", "mean", "std", "color_order", "input_size", "resize", "layout", "arch",
                  "blocks", "probes", "precision", "input_name", "output_name"}
         return cls(
@@ -138,8 +143,11 @@ def _floats(value: Any, key: str, source: str) -> tuple[float, float, float]:
     if (not isinstance(value, list) or len(value) != 3
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
         raise MetadataError(f"{source}: metadata '{key}' must be a list of 3 numbers, got {value!r}")
-    if key == "std" and not all(v > 0 for v in value):
-        raise MetadataError(f"{source}: metadata 'std' must be positive, got {value!r}")
+    # on the 0..1 scale; ImageNet's 0..255 figures (123.7 / 58.4) are the usual mistake, and would blank the input
+    if key == "mean" and not all(-1.0 <= v <= 2.0 for v in value):
+        raise MetadataError(f"{source}: metadata 'mean' must be on the 0..1 scale (-1..2), got {value!r}")
+    if key == "std" and not all(1e-6 <= v <= 10.0 for v in value):
+        raise MetadataError(f"{source}: metadata 'std' must be on the 0..1 scale (1e-6..10), got {value!r}")
     return float(value[0]), float(value[1]), float(value[2])
 
 

@@ -28,6 +28,10 @@ class _Truncated(Exception):
     pass
 
 
+class _ExternalData(Exception):
+    """A tensor points outside the file; inspect_onnx_bytes turns it into a ModelFileError naming the file."""
+
+
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
     result, shift = 0, 0
     while True:
@@ -45,6 +49,8 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
 
 def _fields(buf: memoryview):
     """Yield (field number, wire type, value) for one message; value is an int or a memoryview."""
+    if not isinstance(buf, memoryview):  # a varint where a sub-message belongs: a damaged or crafted file
+        raise ValueError("expected a length-delimited field")
     pos, end = 0, len(buf)
     while pos < end:
         key, pos = _varint(buf, pos)
@@ -70,7 +76,15 @@ def _fields(buf: memoryview):
 
 
 def _text(value: memoryview) -> str:
+    if not isinstance(value, memoryview):  # never bytes(int): a crafted varint would allocate that many bytes
+        raise ValueError("expected a string field")
     return bytes(value).decode("utf-8", errors="replace")
+
+
+def _int(value: int | memoryview) -> int:
+    if not isinstance(value, int):
+        raise ValueError("expected a varint field")
+    return value
 
 
 @dataclass
@@ -101,8 +115,10 @@ def _check_tensor(buf: memoryview, where: str) -> int:
     size = 0
     for number, _, value in _fields(buf):
         if number == 13 or (number == 14 and value == 1):  # external_data / data_location == EXTERNAL
-            raise ModelFileError(f"{where} refers to external data; refusing to open files a model points to")
+            raise _ExternalData(where)
         if number == 9:
+            if not isinstance(value, memoryview):
+                raise ValueError("raw_data is not length-delimited")
             size += len(value)
     return size
 
@@ -118,14 +134,14 @@ def _value_info(buf: memoryview) -> TensorInfo:
                     continue
                 for f_num, _, f_val in _fields(t_val):
                     if f_num == 1:
-                        elem = ELEM_TYPES.get(f_val, str(f_val))
+                        elem = ELEM_TYPES.get(_int(f_val), str(f_val))
                     elif f_num == 2:
                         for d_num, _, d_val in _fields(f_val):
                             if d_num != 1:
                                 continue
                             dim: int | str | None = None
                             for x_num, _, x_val in _fields(d_val):
-                                dim = x_val if x_num == 1 else _text(x_val) if x_num == 2 else dim
+                                dim = _int(x_val) if x_num == 1 else _text(x_val) if x_num == 2 else dim
                             shape.append(dim)
     return TensorInfo(name, elem, shape)
 
@@ -142,23 +158,27 @@ def _walk_attribute(buf: memoryview, summary: OnnxSummary, where: str) -> None:
             _walk_graph(value, summary, top=False)
 
 
+def _walk_node(buf: memoryview, summary: OnnxSummary) -> None:
+    summary.node_count += 1
+    op_type, domain, node_name = "", "", ""
+    for n_num, _, n_val in _fields(buf):
+        if n_num == 4:
+            op_type = _text(n_val)
+        elif n_num == 7:
+            domain = _text(n_val)
+        elif n_num == 3:
+            node_name = _text(n_val)
+        elif n_num == 5:
+            _walk_attribute(n_val, summary, f"node {node_name or op_type}")
+    summary.domains.add(domain)
+    summary.op_types[op_type] = summary.op_types.get(op_type, 0) + 1
+
+
 def _walk_graph(buf: memoryview, summary: OnnxSummary, top: bool) -> None:
     initializer_names, inputs = set(), []
     for number, _, value in _fields(buf):
         if number == 1:  # node
-            summary.node_count += 1
-            op_type, domain, node_name = "", "", ""
-            for n_num, _, n_val in _fields(value):
-                if n_num == 4:
-                    op_type = _text(n_val)
-                elif n_num == 7:
-                    domain = _text(n_val)
-                elif n_num == 3:
-                    node_name = _text(n_val)
-                elif n_num == 5:
-                    _walk_attribute(n_val, summary, f"node {node_name or op_type}")
-            summary.domains.add(domain)
-            summary.op_types[op_type] = summary.op_types.get(op_type, 0) + 1
+            _walk_node(value, summary)
         elif number == 5:  # initializer
             info_name = ""
             for t_num, _, t_val in _fields(value):
@@ -184,6 +204,10 @@ def inspect_onnx_bytes(data: bytes, path: str = "model") -> OnnxSummary:
         raise ModelFileError(f"{path} is a Git LFS pointer file, not the model: run `git lfs pull` to fetch it")
     if len(data) < 16:
         raise ModelFileError(f"{path} is not an ONNX model ({len(data)} bytes)")
+    head = data[:64]
+    # a protobuf starts with a field key and binary lengths: 64 bytes of plain text never parse as a model
+    if all(32 <= byte < 127 or byte in (9, 10, 13) for byte in head):
+        raise ModelFileError(f"{path} is not an ONNX model (it is a text file)")
     summary = OnnxSummary(path=path, size_bytes=len(data))
     graph = None
     functions: set[str] = set()
@@ -197,7 +221,7 @@ def inspect_onnx_bytes(data: bytes, path: str = "model") -> OnnxSummary:
                 domain, version = "", 0
                 for o_num, _, o_val in _fields(value):
                     domain = _text(o_val) if o_num == 1 else domain
-                    version = o_val if o_num == 2 else version
+                    version = _int(o_val) if o_num == 2 else version
                 summary.opsets[domain] = version
             elif number == 7 and wire == 2:
                 graph = value
@@ -208,22 +232,71 @@ def inspect_onnx_bytes(data: bytes, path: str = "model") -> OnnxSummary:
                     text = _text(e_val) if e_num == 2 else text
                 summary.metadata[key] = text
             elif number == 25 and wire == 2:  # model-local functions declare their own domains
+                function_nodes = []
                 for f_num, _, f_val in _fields(value):
                     if f_num == 10:
                         functions.add(_text(f_val))
+                    elif f_num == 7:
+                        function_nodes.append(f_val)
+                # a function body is a graph ORT runs too: its Constant tensors may point to external data
+                for node in function_nodes:
+                    _walk_node(node, summary)
         if graph is None or summary.ir_version == 0:
             raise ModelFileError(f"{path} is not an ONNX model (no graph)")
         _walk_graph(graph, summary, top=True)
     except _Truncated:
         raise ModelFileError(f"{path} is truncated (the file ends inside the model)") from None
+    except _ExternalData as where:
+        raise ModelFileError(f"{path}: {where} refers to external data; refusing to open files a model points to") from None
     except (ValueError, UnicodeDecodeError):
         raise ModelFileError(f"{path} is not an ONNX model (not a protobuf ModelProto)") from None
+    except RecursionError:  # subgraphs nested thousands deep: no real model, and ORT would overflow too
+        raise ModelFileError(f"{path} nests subgraphs too deeply to be a real model") from None
     unknown = sorted(d for d in summary.domains if d not in KNOWN_DOMAINS and d not in functions)
     if unknown:
         raise ModelFileError(f"{path} uses custom operators from domain(s) {', '.join(unknown)}, which ONNX Runtime cannot run")
     if not summary.outputs:
         raise ModelFileError(f"{path} has no outputs")
     return summary
+
+
+_RUNTIME_OPSETS: dict[str, int] | None = None
+
+
+def runtime_max_opsets() -> dict[str, int]:
+    """Newest opset per domain ("" = ai.onnx) that the installed ONNX Runtime knows; {} if it cannot say.
+
+    Read from the operator schemas ORT was built with (every opset release changes some operator, so the
+    newest ``since_version`` is the newest opset)."""
+    global _RUNTIME_OPSETS
+    if _RUNTIME_OPSETS is None:
+        newest: dict[str, int] = {}
+        try:
+            from onnxruntime.capi import onnxruntime_pybind11_state as ort_c
+
+            for schema in ort_c.get_all_operator_schema():
+                newest[schema.domain] = max(newest.get(schema.domain, 0), int(schema.since_version))
+        except Exception:  # a build without schema introspection: ORT's own load error will have to do
+            newest = {}
+        _RUNTIME_OPSETS = newest
+    return _RUNTIME_OPSETS
+
+
+def check_runtime_opsets(summary: OnnxSummary, newest: dict[str, int] | None = None) -> None:
+    """Refuse a model stamped with an opset newer than the installed ONNX Runtime supports."""
+    newest = runtime_max_opsets() if newest is None else newest
+    for domain, version in summary.opsets.items():
+        known = newest.get("" if domain == "ai.onnx" else domain)
+        if known and version > known:
+            try:
+                import onnxruntime
+
+                runtime = f"ONNX Runtime {onnxruntime.__version__}"
+            except ImportError:
+                runtime = "ONNX Runtime"
+            raise ModelFileError(
+                f"{summary.path} needs opset {version} of {domain or 'ai.onnx'}, but the installed {runtime} "
+                f"supports up to {known}: update onnxruntime or re-export with an older --opset")
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[bytes, OnnxSummary]:

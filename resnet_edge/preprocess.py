@@ -13,7 +13,7 @@ pixels wherever it runs. Two steps, split so training can augment in between:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -45,6 +45,9 @@ class PreprocessSpec:
     _bias: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if (len(self.input_size) != 2
+                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in self.input_size)):
+            raise UserError(f"input size must be two whole numbers (H, W), got {self.input_size!r}")
         height, width = self.input_size
         if height < 1 or width < 1:
             raise UserError(f"input size must be positive, got {height}x{width}")
@@ -54,23 +57,34 @@ class PreprocessSpec:
             raise UserError(f"resize policy must be one of {RESIZE_POLICIES}, got {self.resize_policy!r}")
         if not 0.0 < self.crop_ratio <= 1.0:
             raise UserError(f"crop ratio must be in (0, 1], got {self.crop_ratio}")
-        mean = np.asarray(self.mean, dtype=np.float32)
-        std = np.asarray(self.std, dtype=np.float32)
-        if mean.shape != (3,) or std.shape != (3,) or not np.all(std > 0) or not np.all(np.isfinite(mean)):
-            raise UserError(f"mean and std need 3 finite values each (std > 0), got {self.mean} / {self.std}")
+        try:
+            mean = np.asarray(self.mean, dtype=np.float32)
+            std = np.asarray(self.std, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise UserError(f"mean and std need 3 numbers each, got {self.mean!r} / {self.std!r}") from None
+        if (mean.shape != (3,) or std.shape != (3,) or not np.all(np.isfinite(mean)) or not np.all(np.isfinite(std))
+                or not np.all(std >= 1e-6)):
+            raise UserError(f"mean and std need 3 finite values each (std >= 1e-6), got {self.mean} / {self.std}")
         # (x / 255 - mean) / std == x * scale + bias, one fused multiply-add per pixel
-        object.__setattr__(self, "_scale", (1.0 / (255.0 * std)).reshape(1, 3, 1, 1))
-        object.__setattr__(self, "_bias", (-mean / std).reshape(1, 3, 1, 1))
+        with np.errstate(over="ignore"):  # overflow is checked just below, as one clear error, not a numpy warning
+            scale, bias = (1.0 / (255.0 * std)).reshape(1, 3, 1, 1), (-mean / std).reshape(1, 3, 1, 1)
+        if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(bias))):  # float32 overflow: huge mean, tiny std
+            raise UserError(f"mean and std give non-finite normalisation: {self.mean} / {self.std}")
+        object.__setattr__(self, "_scale", scale)
+        object.__setattr__(self, "_bias", bias)
 
 
 def as_bgr_uint8(frame: np.ndarray) -> np.ndarray:
     """Bring a frame to contiguous BGR uint8 (H, W, 3): grey and BGRA converted, floats in 0..1 scaled."""
     if not isinstance(frame, np.ndarray):
         raise FrameError(f"a frame must be a numpy array, got {type(frame).__name__}")
+    if not frame.dtype.isnative:  # big-endian data from a file: same values, our byte order
+        frame = frame.astype(frame.dtype.newbyteorder("="))
     if frame.ndim == 3 and frame.shape[2] == 1:
         frame = frame[:, :, 0]
     if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
-        raise FrameError(f"a frame must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape {frame.shape}")
+        hint = " (channels first? transpose it to (H, W, C))" if frame.ndim == 3 and frame.shape[0] in (1, 3, 4) else ""
+        raise FrameError(f"a frame must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape {frame.shape}{hint}")
     if frame.shape[0] < 1 or frame.shape[1] < 1:
         raise FrameError(f"empty frame of shape {frame.shape}")
     if frame.dtype != np.uint8:
@@ -79,13 +93,22 @@ def as_bgr_uint8(frame: np.ndarray) -> np.ndarray:
         elif np.issubdtype(frame.dtype, np.floating):
             if not np.all(np.isfinite(frame)):
                 raise FrameError("frame contains NaN or Inf values")
-            frame = np.clip(frame * 255.0 + 0.5, 0, 255).astype(np.uint8)  # floats are taken as 0..1
-        elif frame.dtype == np.bool_ or np.issubdtype(frame.dtype, np.integer):
+            low, high = float(frame.min()), float(frame.max())
+            # floats are taken as 0..1; a 0..255 float frame would silently turn white, so say so
+            if low < -1e-3 or high > 1.0 + 1e-3:
+                raise FrameError(f"a float frame must hold 0..1 values, got {low:g}..{high:g} "
+                                 "(divide by 255, or pass uint8)")
+            frame = np.clip(frame.astype(np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        elif frame.dtype == np.bool_:
+            frame = frame.astype(np.uint8) * np.uint8(255)  # a mask: True is white
+        elif np.issubdtype(frame.dtype, np.integer):
             if frame.min() < 0 or frame.max() > 255:
                 raise FrameError(f"{frame.dtype} frame has values outside 0..255")
             frame = frame.astype(np.uint8)
         else:
-            raise FrameError(f"unsupported frame dtype {frame.dtype}")
+            raise FrameError(f"unsupported frame dtype {frame.dtype} (use uint8, uint16, another integer type or float 0..1)")
+    # OpenCV wants each row contiguous; views (flipped, strided, Fortran order) are copied once here
+    frame = np.ascontiguousarray(frame)
     if frame.ndim == 2:
         frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
     elif frame.shape[2] == 4:
@@ -126,7 +149,7 @@ def normalize(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """uint8 (N, H, W, 3) in model colour order -> float32 (N, 3, H, W) normalised input."""
     if batch.ndim == 3:
         batch = batch[None]
-    nchw = batch.transpose(0, 3, 1, 2).astype(np.float32)
+    nchw = batch.transpose(0, 3, 1, 2).astype(np.float32, order="C")  # contiguous: ORT would copy otherwise
     nchw *= spec._scale
     nchw += spec._bias
     return nchw
@@ -134,8 +157,13 @@ def normalize(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 def preprocess(frames: np.ndarray | Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
     """One frame (H, W, C) or a list of frames -> model input float32 (N, 3, H, W)."""
-    if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
-        frames = [frames]
+    if isinstance(frames, np.ndarray):
+        if frames.ndim in (2, 3):
+            frames = [frames]
+        elif frames.ndim != 4:
+            raise FrameError(f"a frame must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape {frames.shape}")
+    elif isinstance(frames, (str, bytes)) or not isinstance(frames, Sequence):
+        frames = [frames]  # as_bgr_uint8 names what it is
     if len(frames) == 0:
         raise FrameError("no frames to preprocess")
     return normalize(np.stack([fit_frame(frame, spec) for frame in frames]), spec)

@@ -81,7 +81,7 @@ def plan_providers(requested: str, precision: str = "fp32", available: Iterable[
     else:
         chosen = "cpu"
         warnings.append(f"provider '{requested}' is not available in this onnxruntime build "
-                        f"(available: {', '.join(have) or 'none'}); running on CPU instead")
+                        f"(available: {', '.join(have) or 'none'}); running on CPU ({SHORT_NAMES['cpu']}) instead")
     options, settings = provider_options(chosen, device_id)
     providers = [(SHORT_NAMES[chosen], options)]
     if chosen != "cpu":
@@ -93,7 +93,10 @@ def check_actual(plan: ProviderPlan, actual: list[str]) -> list[str]:
     """Warnings when the session did not start on the provider planned (e.g. CUDA libraries missing)."""
     actual_short = LONG_TO_SHORT.get(actual[0], actual[0]) if actual else "none"
     if actual_short != plan.first:
-        return [f"provider '{plan.first}' failed to start (see onnxruntime's log above); running on {actual_short} instead"]
+        # name both spellings: users see "cpu" in our flags and "CPUExecutionProvider" in ONNX Runtime's own log
+        running = f"{actual_short} ({actual[0]})" if actual else "no provider"
+        return [f"provider '{plan.first}' ({plan.providers[0][0]}) failed to start (see onnxruntime's log above); "
+                f"running on {running} instead"]
     return []
 
 

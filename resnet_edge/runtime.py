@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import UserError
 from .metadata import ModelContract
-from .onnxfile import ModelFileError, OnnxSummary, read_model_file, strip_graph_outputs
+from .onnxfile import ModelFileError, OnnxSummary, check_runtime_opsets, read_model_file, strip_graph_outputs
 from .preprocess import preprocess
 from .providers import ProviderPlan, check_actual, plan_providers, warn
 
@@ -90,6 +90,8 @@ def _session_options(threads: int | None, settings: dict):
 class Classifier:
     """An image classifier over one ONNX model file, on one execution provider."""
 
+    _one_at_a_time = False  # set by _validate_graph for models whose batch axis is fixed at 1
+
     def __init__(self, model_bytes: bytes, summary: OnnxSummary, contract: ModelContract,
                  provider: str = "auto", threads: int | None = None, quiet: bool = False) -> None:
         self.path = summary.path
@@ -98,6 +100,7 @@ class Classifier:
         self.threads = threads
         self._model_bytes = model_bytes
         self._validate_graph()
+        check_runtime_opsets(summary)  # before ORT sees it: its own message is a C++ stack frame
         self.plan: ProviderPlan = plan_providers(provider, contract.precision)
         self.warnings = list(self.plan.warnings)
         probe_outputs = {name for names in contract.probes.values() for name in names.values()}
@@ -129,6 +132,12 @@ class Classifier:
         shape = inputs[0].shape
         if len(shape) != 4:
             raise ModelFileError(f"{self.path}: input {inputs[0].name!r} has rank {len(shape)}; expected 4 (N, 3, H, W)")
+        if inputs[0].elem_type != "float32":  # preprocess always hands over float32
+            raise ModelFileError(f"{self.path}: input {inputs[0].name!r} is {inputs[0].elem_type}; expected float32")
+        if isinstance(shape[0], int) and shape[0] != 1:
+            raise ModelFileError(f"{self.path}: input batch size is fixed at {shape[0]}; expected 1 or a dynamic batch")
+        # a batch fixed at 1 (some exporters do that) is run one frame at a time
+        self._one_at_a_time = shape[0] == 1
         if isinstance(shape[1], int) and shape[1] != 3:
             raise ModelFileError(f"{self.path}: input has {shape[1]} channels; expected 3")
         expected_hw = list(self.contract.preprocess.input_size)
@@ -138,6 +147,8 @@ class Classifier:
         outputs = {o.name: o for o in self.summary.outputs}
         logits = outputs.get(self.contract.output_name) or self.summary.outputs[0]
         self.output_name = logits.name
+        if logits.elem_type not in ("float32", "float16", "float64"):
+            raise ModelFileError(f"{self.path}: output {logits.name!r} is {logits.elem_type}; expected float class scores")
         classes = logits.shape[-1] if logits.shape else None
         if isinstance(classes, int) and classes != len(self.contract.labels):
             raise ModelFileError(f"{self.path}: the model has {classes} outputs but {len(self.contract.labels)} labels")
@@ -150,7 +161,15 @@ class Classifier:
             return ort.InferenceSession(model_bytes, sess_options=options, providers=self.plan.providers)
         except Exception as error:  # ORT raises its own exception types (Fail, InvalidGraph, NotImplemented...)
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ModelFileError(f"{self.path}: ONNX Runtime cannot load this model: {reason[:300]}") from None
+            if self.plan.first == "cpu":
+                raise ModelFileError(f"{self.path}: ONNX Runtime cannot load this model: {reason[:300]}") from None
+        # A GPU provider that raises instead of falling back (a broken driver, a kernel it lacks): CPU, said aloud.
+        # From here on the plan is CPU's, so check_actual() and the probed session agree with what runs.
+        failed = f"'{self.plan.first}' ({self.plan.providers[0][0]})"
+        self.plan = ProviderPlan(self.plan.requested, [("CPUExecutionProvider", {})], {}, self.plan.warnings)
+        self.warnings.append(f"provider {failed} could not create a session ({reason[:200]}); "
+                             f"running on cpu (CPUExecutionProvider) instead")
+        return self._make_session(model_bytes)
 
     # --- inference --------------------------------------------------------------------------------
 
@@ -170,7 +189,18 @@ class Classifier:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Model input (N, 3, H, W) float32 -> logits (N, C)."""
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        if self._one_at_a_time and len(batch) > 1:
+            return np.concatenate([self.run(batch[i : i + 1]) for i in range(len(batch))])
+        try:
+            logits = self.session.run([self.output_name], {self.input_name: batch})[0]
+        except Exception as error:  # ORT's own types (InvalidArgument, Fail...): the model, not the frame
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelFileError(f"{self.path}: ONNX Runtime failed to run this model: {reason[:300]}") from None
+        logits = np.asarray(logits)
+        if logits.ndim != 2 or logits.shape[0] != len(batch):
+            raise ModelFileError(f"{self.path}: output {self.output_name!r} has shape {logits.shape}; "
+                                 f"expected ({len(batch)}, classes)")
+        return logits
 
     def classify(self, frames: np.ndarray | Sequence[np.ndarray], k: int = 5) -> list[Prediction]:
         """BGR uint8 frames of any size (one frame, or a list) -> top-k per frame."""

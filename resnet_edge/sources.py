@@ -1,15 +1,22 @@
 """Frame sources for classify and the app: an image, a folder of images, a video file, a camera index,
-or ``demo`` (moving synthetic shapes, for machines with no camera).
+a network stream (``rtsp://...``), or ``demo`` (moving synthetic shapes, for machines with no camera).
 
 Every source yields (frame id, BGR uint8 frame). ``open_source`` picks the kind from the string.
+Cameras and streams are "live": a read that fails, blocks or keeps returning the same frame is trouble,
+not the end. :class:`LiveSource` (the CLI) and the app's CaptureWorker report it and reopen the source
+with exponential back-off, capped, and reset after frames flow again.
 """
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -18,6 +25,13 @@ from .errors import UserError
 from .images import IMAGE_SUFFIXES, ImageError, list_images, read_image  # also quiets OpenCV's log
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+LIVE_KINDS = ("camera", "stream")  # sources whose frames stopping is a fault to recover from, not the end
+
+# Reconnect timing for live sources. Module constants, read when a LiveSource is made, so tests can shrink them.
+BACKOFF_FIRST_S = 0.5  # first wait before reopening; doubles per failure in a row
+BACKOFF_LIMIT_S = 8.0  # the cap: a camera unplugged for an hour is retried every 8 s, not every hour
+STALL_S = 5.0  # a live read silent this long is reported (and reported again every STALL_S while it lasts)
+REPEAT_LIMIT_S = 2.0  # the very same frame for this long means a frozen driver: reopen
 
 
 @dataclass
@@ -72,21 +86,50 @@ class FolderSource(FrameSource):
             yield Frame(str(path.relative_to(self.root)), image)
 
 
+def is_stream(spec: str) -> bool:
+    """rtsp://, http(s)://, udp://...: a network stream OpenCV's FFmpeg backend opens like a file."""
+    return "://" in spec
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***: stream URLs often carry credentials, logs must not."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = f"{parts.username}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:  # not a URL urllib can parse (a bad port...): show the scheme only
+        return url.split("://", 1)[0] + "://***"
+
+
+def describe_error(error: BaseException) -> str:
+    """One line: our own errors carry their message, others get their type too."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, UserError):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 class VideoSource(FrameSource):
-    """A video file (OpenCV's FFmpeg backend) or a camera index."""
+    """A video file (OpenCV's FFmpeg backend), a camera index or a network stream URL."""
 
     def __init__(self, target: str | int, max_frames: int | None = None) -> None:
         self.target = target
         self.max_frames = max_frames
-        self.kind = "camera" if isinstance(target, int) else "video"
+        stream = isinstance(target, str) and is_stream(target)
+        self.kind = "camera" if isinstance(target, int) else "stream" if stream else "video"
+        name = f"camera {target}" if isinstance(target, int) else redact_url(target) if stream else str(target)
         self.capture = cv2.VideoCapture(target)
         if not self.capture.isOpened():
             self.capture.release()
             if isinstance(target, int):
                 raise UserError(f"camera {target} did not open (no such camera, or it is in use)")
+            if stream:
+                raise UserError(f"{name}: the stream did not open (wrong address, or the server is down)")
             raise UserError(f"{target}: not a video file OpenCV can open")
         self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 0.0
-        self.description = f"camera {target}" if isinstance(target, int) else str(target)
+        self.description = name
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
@@ -130,12 +173,171 @@ class DemoSource(FrameSource):
             index += 1
 
 
-def open_source(spec: str, max_frames: int | None = None) -> FrameSource:
-    """``demo`` | camera index (``0``) | image file | folder | video file."""
+class Backoff:
+    """Reconnect delays: first, 2*first, 4*first... capped at limit; reset() after a success."""
+
+    def __init__(self, first: float = BACKOFF_FIRST_S, limit: float = BACKOFF_LIMIT_S) -> None:
+        self.first, self.limit = first, limit
+        self._next = first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.limit)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+class SourceLost(UserError):
+    """A live source that did not come back within the allowed reconnects (not a user mistake: exit 1)."""
+
+    exit_code = 1
+
+
+class LiveSource(FrameSource):
+    """A camera or stream that survives faults, for the command line.
+
+    The wrapped source is read in a daemon thread through a one-frame queue, so a read() that blocks can be
+    reported while it blocks ("no frames for 5 s"). A read that fails or raises, and a frame repeated
+    unchanged for ``REPEAT_LIMIT_S`` (a frozen driver), close the source and reopen it after a back-off wait;
+    a change of resolution is reported and classification goes on. The first open is not retried: a camera
+    that is not there at all is the user's mistake (UserError, exit 2).
+    """
+
+    def __init__(self, opener: Callable[[], FrameSource], report: Callable[[str], None],
+                 max_frames: int | None = None, max_retries: int | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.opener, self.report, self.max_frames, self.max_retries = opener, report, max_frames, max_retries
+        self.sleep = sleep
+        self.backoff = Backoff(BACKOFF_FIRST_S, BACKOFF_LIMIT_S)
+        self.stall_s, self.repeat_limit_s = STALL_S, REPEAT_LIMIT_S
+        self._first: FrameSource | None = opener()  # raises UserError when it does not open
+        self.kind, self.description = self._first.kind, self._first.description
+        self.frames = 0  # frames delivered, all connections together
+        self.reconnects = 0  # successful reopens
+        self.faults: list[str] = []  # every fault reported, oldest first
+        self._failures = 0  # failed attempts in a row since frames last flowed
+        self._delivered = False
+
+    def __iter__(self) -> Iterator[Frame]:
+        source, self._first = self._first, None
+        while not self._enough():
+            if source is None:
+                try:
+                    source = self.opener()
+                except Exception as error:  # not there (yet), in use, a driver error: try again later
+                    self._retry(describe_error(error))
+                    continue
+                self.reconnects += 1
+                self.report(f"{source.description}: reconnected")
+            self._delivered = False
+            reason = yield from self._session(source)
+            source = None
+            if reason is None:  # enough frames
+                return
+            if self._delivered:  # it worked for a while: start the back-off over
+                self.backoff.reset()
+                self._failures = 0
+            self._retry(f"{self.description}: {reason}")
+
+    def _enough(self) -> bool:
+        return self.max_frames is not None and self.frames >= self.max_frames
+
+    def _retry(self, message: str) -> None:
+        self._failures += 1
+        if self.max_retries is not None and self._failures > self.max_retries:
+            self.faults.append(message)
+            raise SourceLost(f"{message}; gave up after {self.max_retries} reconnect attempts")
+        delay = self.backoff.next()
+        message = f"{message}; reconnecting in {delay:g} s"
+        self.faults.append(message)
+        self.report(message)
+        self.sleep(delay)
+
+    def _session(self, source: FrameSource) -> Iterator[Frame]:
+        """Frames from one open source; returns why it ended (None: enough frames, or the caller stopped)."""
+        slot: queue.Queue = queue.Queue(maxsize=1)  # one frame read ahead, no more: a slow model drops none
+        stop = threading.Event()
+
+        def hand_over(item: tuple[str, object]) -> bool:
+            while not stop.is_set():
+                try:
+                    slot.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def read() -> None:
+            try:
+                for frame in source:
+                    if not hand_over(("frame", frame)):
+                        return
+                hand_over(("end", "stopped delivering frames (read failed)"))
+            except Exception as error:  # unplugged mid-stream, a decoder error
+                hand_over(("end", f"stopped delivering frames ({describe_error(error)})"))
+            finally:
+                try:  # closed here, in the thread that reads it: never under a read() in progress
+                    source.close()
+                except Exception:
+                    pass
+
+        # daemon: a read() stuck in a driver must not keep the process alive after the last frame
+        reader = threading.Thread(target=read, name="live-source", daemon=True)
+        reader.start()
+        previous: np.ndarray | None = None
+        repeat_since: float | None = None
+        silent_since = time.monotonic()
+        try:
+            while not self._enough():
+                try:
+                    kind, value = slot.get(timeout=self.stall_s)
+                except queue.Empty:
+                    self.report(f"{self.description}: no frames for {time.monotonic() - silent_since:.1f} s; "
+                                f"waiting for it")
+                    continue
+                if kind == "end":
+                    return str(value)
+                frame: Frame = value  # type: ignore[assignment]
+                now = silent_since = time.monotonic()
+                if previous is not None and frame.image.shape == previous.shape and np.array_equal(frame.image, previous):
+                    # a real sensor always has noise: the very same frame again means the driver froze
+                    repeat_since = repeat_since or now
+                    if now - repeat_since >= self.repeat_limit_s:
+                        return f"frozen (the same frame for {now - repeat_since:.1f} s)"
+                    continue
+                if previous is not None and frame.image.shape != previous.shape:
+                    old, new = previous.shape, frame.image.shape
+                    self.report(f"{self.description}: resolution changed from {old[1]}x{old[0]} to {new[1]}x{new[0]}")
+                previous, repeat_since = frame.image, None
+                self._delivered = True
+                self.frames += 1
+                yield Frame(f"frame {self.frames - 1}", frame.image)
+            return None
+        finally:
+            stop.set()  # the reader sees it at its next hand-over and closes the source
+            reader.join(timeout=1.0)
+
+    def close(self) -> None:
+        if self._first is not None:
+            self._first.close()
+
+
+def open_source(spec: str, max_frames: int | None = None,
+                report: Callable[[str], None] | None = None, max_retries: int | None = None) -> FrameSource:
+    """``demo`` | camera index (``0``) | stream URL | image file | folder | video file.
+
+    With ``report``, a camera or stream comes wrapped in a :class:`LiveSource` that reconnects with back-off
+    and passes every fault to ``report``.
+    """
     if spec == "demo":
         return DemoSource(max_frames=100 if max_frames is None else max_frames)
-    if spec.isdigit():
-        return VideoSource(int(spec), max_frames=max_frames)
+    if spec.isdigit() or is_stream(spec):
+        target: str | int = int(spec) if spec.isdigit() else spec
+        if report is not None:
+            return LiveSource(lambda: VideoSource(target), report, max_frames=max_frames, max_retries=max_retries)
+        return VideoSource(target, max_frames=max_frames)
     path = Path(spec)
     if not path.exists():
         raise UserError(f"{path}: no such file or folder (a source is an image, a folder, a video, a camera index or 'demo')")

@@ -88,3 +88,25 @@ def image_dir(tmp_path) -> Path:
     for index, frame in enumerate(synthetic_frames(5, seed=3)):
         cv2.imwrite(str(folder / f"img{index}.{'jpg' if index % 2 else 'png'}"), frame)
     return folder
+
+
+@pytest.fixture()
+def make_window(qtbot, tmp_path, models_dir):
+    """make(**kwargs) -> MainWindow on the test module's ``models_dir`` (the default model), demo source, one ORT
+    thread, no camera scan; every window made is shut down (threads joined) after the test."""
+    pytest.importorskip("PySide6")
+    from gui.app import MainWindow
+
+    windows = []
+
+    def make(**kwargs):
+        kwargs = {"source": "demo", "threads": 1, "scan_cameras": False, "output_dir": tmp_path / "out", **kwargs}
+        window = MainWindow(**kwargs)
+        qtbot.addWidget(window)
+        window.show()
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        window.shutdown()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
-from conftest import needs_torch, run_cli
+from conftest import ROOT, needs_torch, run_cli
 
 pytestmark = [needs_torch, pytest.mark.torch]
 torch = pytest.importorskip("torch")
@@ -95,6 +100,53 @@ def test_export_refuses_to_overwrite_without_force(tmp_path):
     assert out.read_bytes() == b"precious"
     assert run_cli("export", "--arch", "resnet20", "-o", str(out), "--force").returncode == 0
     assert out.read_bytes()[:2] != b"pr"
+
+
+# Run in the child before the CLI: the temp file's write stops half-way and waits to be killed, so SIGKILL lands
+# in the middle of the real atomic write (an unpatched 1 MB write is over too fast to hit reliably).
+_HALF_WRITE = """
+import os, sys, time
+from pathlib import Path
+real_write = Path.write_bytes
+def half_write(self, data):
+    if not self.name.endswith(".tmp"):
+        return real_write(self, data)
+    with open(self, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+        handle.flush()
+        os.fsync(handle.fileno())
+    Path(os.environ["HALF_WRITTEN"]).write_text(str(len(data)))
+    time.sleep(600)
+Path.write_bytes = half_write
+from resnet_edge.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_export_killed_mid_write_leaves_the_previous_file_whole(tmp_path):
+    out = tmp_path / "r20.onnx"
+    assert run_cli("export", "--arch", "resnet20", "-o", str(out), "--seed", "1").returncode == 0
+    previous = out.read_bytes()
+    marker = tmp_path / "half-written"
+    process = subprocess.Popen([sys.executable, "-c", _HALF_WRITE, "export", "--arch", "resnet20", "-o", str(out),
+                                "--force", "--probes", "--seed", "2"], cwd=ROOT,
+                               env={**os.environ, "HALF_WRITTEN": str(marker)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marker.exists(), "the export never reached its write"
+    finally:
+        process.send_signal(signal.SIGKILL)  # no chance to clean up: only the temp-then-rename protects the file
+        process.wait()
+    assert out.read_bytes() == previous  # the earlier export, byte for byte
+    partial = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(partial) == 1 and 0 < partial[0].stat().st_size < int(marker.read_text())  # killed mid-write
+    # the previous file still loads and classifies; a new export over it works
+    assert run_cli("info", str(out)).returncode == 0
+    assert run_cli("export", "--arch", "resnet20", "-o", str(out), "--force", "--seed", "2").returncode == 0
+    assert out.read_bytes() != previous
 
 
 def test_failed_parity_writes_nothing_and_exits_1(tmp_path, monkeypatch, capsys):

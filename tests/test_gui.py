@@ -39,6 +39,7 @@ from resnet_edge.sources import DemoSource, Frame, FrameSource  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_MS = 15000  # generous for a loaded machine; waitUntil returns as soon as the condition holds
+PROBE_WAIT_MS = 180000  # a model the app did not ship is tried in a child process first (gui/probe.py)
 
 
 @pytest.fixture()
@@ -49,24 +50,6 @@ def models_dir(tmp_path, monkeypatch, r20_probed) -> Path:
     shutil.copy(r20_probed, folder / "cifar10-resnet20.onnx")
     monkeypatch.setenv("RESNET_EDGE_MODELS", str(folder))
     return folder
-
-
-@pytest.fixture()
-def make_window(qtbot, tmp_path, models_dir):
-    """MainWindow on the default model, one ORT thread, no camera scan; closed (threads joined) after the test."""
-    windows = []
-
-    def make(**kwargs) -> MainWindow:
-        kwargs = {"source": "demo", "threads": 1, "scan_cameras": False, "output_dir": tmp_path / "out", **kwargs}
-        window = MainWindow(**kwargs)
-        qtbot.addWidget(window)
-        window.show()
-        windows.append(window)
-        return window
-
-    yield make
-    for window in windows:
-        window.shutdown()
 
 
 def wait_results(qtbot, window: MainWindow, more: int = 1) -> None:
@@ -302,7 +285,7 @@ def test_bad_model_file_keeps_the_old_model_running(qtbot, make_window, tmp_path
     bad.write_bytes(b"this is not an ONNX model")
 
     window.open_model(bad)
-    qtbot.waitUntil(lambda: window.message_box is not None and window.message_box.isVisible(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.message_box is not None and window.message_box.isVisible(), timeout=PROBE_WAIT_MS)
     assert "broken.onnx" in window.message_box.text() and "keeps running" in window.message_box.text()
     assert "model not loaded" in window.statusBar().currentMessage()
     assert window.model_info.path == good
@@ -312,7 +295,7 @@ def test_bad_model_file_keeps_the_old_model_running(qtbot, make_window, tmp_path
 
     window.message_box.close()
     window.open_model(tmp_path / "missing.onnx")
-    qtbot.waitUntil(lambda: window.message_box.isVisible() and "missing.onnx" in window.message_box.text(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.message_box.isVisible() and "missing.onnx" in window.message_box.text(), timeout=PROBE_WAIT_MS)
     assert window.model_info.path == good
 
 
@@ -433,7 +416,9 @@ def test_closing_the_window_joins_every_thread(qtbot, models_dir, tmp_path):
     window.show()
     wait_results(qtbot, window, 3)
     workers = window.worker_threads()
-    assert len(workers) == 3 and window.capture.isRunning() and window.inference.isRunning()
+    # capture, inference, the model probe (idle: a shipped model needs none) and the camera scan
+    assert len(workers) == 4 and window.capture.isRunning() and window.inference.isRunning()
+    assert window.prober.isRunning() and window.prober.probes == 0
 
     start = time.monotonic()
     window.close()

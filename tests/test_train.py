@@ -101,7 +101,7 @@ def test_resume_after_a_kill_reaches_the_same_weights(tmp_path):
     process.wait()
     saved = torch.load(killed / "last.pt", weights_only=True)
     assert 1 <= saved["epoch"] <= 4
-    assert not [p for p in killed.iterdir() if p.name.endswith(".tmp")] or True  # a temp file may remain; last.pt is whole
+    # last.pt loaded whole above, even if the kill left a temp file of the next epoch's checkpoint beside it
     resumed = run_cli(*_train_args(data, killed, *args, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     if saved["epoch"] < 4:

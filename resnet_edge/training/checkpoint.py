@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -48,30 +49,87 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file, not a PyTorch checkpoint")
+    with open(path, "rb") as handle:
+        head = handle.read(40)
+    if head.startswith(b"version https://git-lfs"):
+        raise UserError(f"{path} is a Git LFS pointer file, not the checkpoint: run `git lfs pull` to fetch it")
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as error:
+            raise UserError(f"{path}: not a readable PyTorch checkpoint (damaged zip archive: {error})") from None
         if any(name.endswith("constants.pkl") or "/code/" in name for name in names):
             raise UserError(f"{path}: a TorchScript archive, not a state_dict checkpoint; refusing to load it")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; we say what matters
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
-        raise UserError(f"{path}: refused: the checkpoint holds more than weights ({first_line})") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({str(error).splitlines()[0]})") from None
+        raise UserError(f"{path}: refused: the checkpoint holds more than weights ({_unpickling_reason(error)}); "
+                        "it is not loaded without weights_only") from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError, AttributeError) as error:
+        # a damaged archive surfaces as any of these from torch's reader
+        reason = _first_line(error) or type(error).__name__
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path}: expected a dict of tensors, found {type(state).__name__}")
     if state.get("format") == CHECKPOINT_FORMAT:
+        _check_ours(state, path)
         return state
     for key in ("state_dict", "model"):  # common wrappers around a bare state_dict
         if isinstance(state.get(key), dict):
             state = state[key]
             break
-    if not all(isinstance(value, torch.Tensor) for value in state.values()):
-        raise UserError(f"{path}: not a state_dict (values are not all tensors)")
+    if not state or not _is_state_dict(state):
+        raise UserError(f"{path}: not a state_dict (expected names mapped to tensors)")
     # checkpoints saved from DataParallel/DDP prefix every key with "module."
     return {"model": {key.removeprefix("module."): value for key, value in state.items()}}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _unpickling_reason(error: BaseException) -> str:
+    """The line of torch's weights_only refusal that names what was refused (not its advice to load unsafely)."""
+    for line in str(error).splitlines():
+        line = line.strip()
+        if line.startswith(("Trying to load", "Unsupported")) or "GLOBAL" in line:
+            return line.rstrip(".")
+    return "content other than tensors and plain containers"
+
+
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+def _check_ours(state: dict, path: Path) -> None:
+    """Our checkpoint's fields are read by export, verify and resume: refuse a damaged one here, in one line."""
+    def bad(what: str) -> UserError:
+        return UserError(f"{path}: damaged resnet-edge checkpoint ({what})")
+
+    if not isinstance(state.get("arch"), str):
+        raise bad("'arch' is not a name")
+    labels = state.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise bad("'labels' is not a non-empty list of names")
+    if not _is_state_dict(state.get("model")):
+        raise bad("'model' is not a state_dict")
+    kwargs = state.get("model_kwargs", {})
+    if not isinstance(kwargs, dict) or set(kwargs) - {"shortcut"} or kwargs.get("shortcut", "A") not in ("A", "B"):
+        raise bad(f"'model_kwargs' must be {{'shortcut': 'A' or 'B'}}, got {kwargs!r}")
+    p = state.get("preprocess")
+    try:
+        PreprocessSpec(tuple(p["input_size"]), tuple(p["mean"]), tuple(p["std"]), p["color_order"],
+                       p.get("resize_policy", "center_crop"), p.get("crop_ratio", 1.0))
+    except (KeyError, TypeError, AttributeError, UserError) as error:
+        raise bad(f"'preprocess': {error}") from None
+    if not isinstance(state.get("epoch", 0), int):
+        raise bad("'epoch' is not a number")
 
 
 def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
@@ -91,4 +149,9 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
             parts.append(f"{len(wrong_shape)} with other shapes (e.g. {key}: "
                          f"{tuple(state_dict[key].shape)} vs {tuple(expected[key].shape)})")
         raise UserError(f"{source} does not fit architecture {getattr(model, 'arch', '?')}: " + "; ".join(parts))
+    # a diverged run saves NaN weights; exported, they would give NaN for every frame
+    broken = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise UserError(f"{source} holds NaN/Inf weights in {len(broken)} tensor(s) (e.g. {broken[0]}); "
+                        "the training run diverged")
     model.load_state_dict(state_dict, strict=True)
