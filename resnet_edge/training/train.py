@@ -17,8 +17,12 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,6 +168,35 @@ def _write_metrics(rows: list[dict], out: Path) -> None:
     _plot_curves(rows, out / "curves.png")
 
 
+@contextmanager
+def ctrl_c_between_steps(enabled: bool = True) -> Iterator[Callable[[], bool]]:
+    """Turn the first Ctrl-C into a flag the loop checks at safe points; yields "was Ctrl-C pressed?".
+
+    A KeyboardInterrupt raised wherever the signal lands can surface as another error: inside an import
+    (matplotlib's first import, mid class body, turns it into a RuntimeError), a C extension or a checkpoint
+    write. So the loop stops only between steps and after an epoch's files are written. A second Ctrl-C
+    raises at once, as if the flag were not there.
+    """
+    pressed = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+    # off the main thread signals cannot be handled; SIG_IGN means the process was started not to take Ctrl-C
+    if not enabled or threading.current_thread() is not threading.main_thread() or previous is signal.SIG_IGN:
+        yield pressed.is_set
+        return
+
+    def on_sigint(signum, frame):
+        if pressed.is_set():
+            raise KeyboardInterrupt
+        pressed.set()
+        _log("\nCtrl-C: stopping after this step (press again to stop at once)")
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield pressed.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def prepare_run_folder(config: TrainConfig, resume: bool, force: bool) -> Path:
     out = Path(config.out)
     if resume:
@@ -248,57 +281,64 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
         write_text_atomic(out / "split.json", json.dumps({"classes": folder.classes, "val_root": str(val_folder.root),
                                                            "val_files": val_split.files}), force=True)
     row: dict = rows[-1] if rows else {}
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-            order = torch.randperm(len(train_split), generator=generator)
-            net.train()
-            loss_sum, correct, seen = 0.0, 0.0, 0.0
-            started = time.perf_counter()
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                       disable=not (show_progress and _is_main()), file=sys.stderr, dynamic_ncols=True)
-            for step in bar:
-                global_step = epoch * steps_per_epoch + step
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(global_step, total_steps, warmup_steps, config.lr)
-                batch_idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-                images = augment_batch(train_split.images[batch_idx], config.crop_padding, generator,
-                                       config.cutout, cutout_fill)
-                # every process draws the whole batch's augmentation (same generator) and keeps its share
-                images, labels = images[rank::world], train_split.labels[batch_idx][rank::world].to(device)
-                x = to_input(images, spec, device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    logits = net(x)
-                    loss = criterion(logits.float(), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * len(labels)
-                correct += (logits.argmax(1) == labels).sum().item()
-                seen += len(labels)
-                if step % 10 == 0 or step == steps_per_epoch - 1:
-                    rate = seen * world / (time.perf_counter() - started)
-                    bar.set_postfix_str(f"{rate:.0f} img/s loss {loss_sum / seen:.3f} acc {100 * correct / seen:.1f}%")
-            bar.close()
-            loss_sum, correct, seen = _all_reduce_sum([loss_sum, correct, seen], device)
-            seconds = time.perf_counter() - started
-            val_loss, val_acc = evaluate(model, val_split, spec, device, rank, world)
-            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,
-                   "train_acc": correct / seen, "val_loss": val_loss, "val_acc": val_acc,
-                   "epoch_seconds": round(seconds, 2), "images_per_second": round(seen / seconds, 1)}
-            rows.append(row)
-            _log(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}% | "
-                 f"val loss {val_loss:.4f} acc {100 * val_acc:.2f}% | {seconds:.0f}s, {row['images_per_second']:.0f} img/s")
-            if _is_main():
-                save_checkpoint(out / "last.pt", model, optimizer, epoch + 1, config, folder.classes, spec, rows)
-                _write_metrics(rows, out)
+    # one process: Ctrl-C stops between steps; under torchrun the ranks would see it at different steps and
+    # hang in the all-reduce, so there it interrupts at once and torchrun ends the group
+    with ctrl_c_between_steps(enabled=world == 1) as ctrl_c_pressed:
+        try:
+            for epoch in range(start_epoch, config.epochs):
+                generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+                order = torch.randperm(len(train_split), generator=generator)
+                net.train()
+                loss_sum, correct, seen = 0.0, 0.0, 0.0
+                started = time.perf_counter()
+                bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                           disable=not (show_progress and _is_main()), file=sys.stderr, dynamic_ncols=True)
+                for step in bar:
+                    global_step = epoch * steps_per_epoch + step
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate(global_step, total_steps, warmup_steps, config.lr)
+                    batch_idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+                    images = augment_batch(train_split.images[batch_idx], config.crop_padding, generator,
+                                           config.cutout, cutout_fill)
+                    # every process draws the whole batch's augmentation (same generator) and keeps its share
+                    images, labels = images[rank::world], train_split.labels[batch_idx][rank::world].to(device)
+                    x = to_input(images, spec, device)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                        logits = net(x)
+                        loss = criterion(logits.float(), labels)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    loss_sum += loss.item() * len(labels)
+                    correct += (logits.argmax(1) == labels).sum().item()
+                    seen += len(labels)
+                    if step % 10 == 0 or step == steps_per_epoch - 1:
+                        rate = seen * world / (time.perf_counter() - started)
+                        bar.set_postfix_str(f"{rate:.0f} img/s loss {loss_sum / seen:.3f} acc {100 * correct / seen:.1f}%")
+                    if ctrl_c_pressed():
+                        raise KeyboardInterrupt
+                bar.close()
+                loss_sum, correct, seen = _all_reduce_sum([loss_sum, correct, seen], device)
+                seconds = time.perf_counter() - started
+                val_loss, val_acc = evaluate(model, val_split, spec, device, rank, world)
+                row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,
+                       "train_acc": correct / seen, "val_loss": val_loss, "val_acc": val_acc,
+                       "epoch_seconds": round(seconds, 2), "images_per_second": round(seen / seconds, 1)}
+                rows.append(row)
+                _log(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}% | "
+                     f"val loss {val_loss:.4f} acc {100 * val_acc:.2f}% | {seconds:.0f}s, {row['images_per_second']:.0f} img/s")
+                if _is_main():
+                    save_checkpoint(out / "last.pt", model, optimizer, epoch + 1, config, folder.classes, spec, rows)
+                    _write_metrics(rows, out)
+                if dist.is_initialized():
+                    dist.barrier()
+                if ctrl_c_pressed() and epoch + 1 < config.epochs:  # pressed in validation or while writing
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            done = rows[-1]["epoch"] if rows else 0
+            _log(f"\ninterrupted: {out}/last.pt holds epoch {done}; continue with --resume")
+            raise
+        finally:
             if dist.is_initialized():
-                dist.barrier()
-    except KeyboardInterrupt:
-        done = rows[-1]["epoch"] if rows else 0
-        _log(f"\ninterrupted: {out}/last.pt holds epoch {done}; continue with --resume")
-        raise
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+                dist.destroy_process_group()
     return row
