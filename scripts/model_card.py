@@ -13,6 +13,7 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import platform
 from collections import Counter
 from pathlib import Path
@@ -57,6 +58,7 @@ def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
     last = rows[-1]
     best = max(rows, key=lambda r: float(r["val_acc"]))
     train_seconds = sum(float(r["epoch_seconds"]) for r in rows)
+    images_trained = sum(float(r["images_per_second"]) * float(r["epoch_seconds"]) for r in rows)
     models = {m["precision"] if m["kind"] == "onnx" else "pytorch": m for m in verify["models"]}
     fp32, int8 = models_dir / f"{name}.onnx", models_dir / f"{name}.int8.onnx"
     lines = [
@@ -77,7 +79,8 @@ def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
         f"`bash scripts/build-default-models.sh runs/{Path(config['out']).name} cifar10/train {name}` "
         "(`resnet-edge export --probes`, `resnet-edge quantize`, `resnet-edge verify`).",
         f"- Training: {len(rows)} epochs, {train_seconds / 60:.0f} min of training steps "
-        f"(≈{float(last['images_per_second']):.0f} images/s) on {_cpu_name()}, 2 cores, PyTorch CPU.",
+        f"(≈{images_trained / train_seconds:.0f} images/s on average) on {_cpu_name()}, {os.cpu_count()} cores, "
+        "PyTorch CPU.",
         f"- validation top-1 (PyTorch, last epoch): **{100 * float(last['val_acc']):.2f}%** "
         f"(best epoch {best['epoch']}: {100 * float(best['val_acc']):.2f}%; the last epoch is what ships).",
         "",
