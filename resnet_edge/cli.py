@@ -42,6 +42,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / processes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue OUT from its last.pt")
+    p.add_argument("--teacher", metavar="CHECKPOINT",
+                   help="knowledge distillation: also learn a trained net's softened outputs (e.g. a ResNet-56's "
+                        "last.pt for a ResNet-20 to ship); same classes and input size")
+    p.add_argument("--distill-weight", type=float, default=0.9,
+                   help="share of the loss from the teacher, the rest from the labels (default 0.9)")
+    p.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature (default 4)")
     p.add_argument("--force", action="store_true", help="start over in an existing run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.set_defaults(run=_run_train)
@@ -55,7 +61,8 @@ def _run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, warmup_epochs=args.warmup_epochs,
         crop_padding=args.crop_padding, cutout=args.cutout, input_size=args.input_size, shortcut=args.shortcut, amp=args.amp,
-        device=args.device, threads=args.threads, seed=args.seed,
+        device=args.device, threads=args.threads, seed=args.seed, teacher=args.teacher,
+        distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
     )
     try:
         row = train(config, resume=args.resume, force=args.force, show_progress=not args.no_progress)

@@ -39,13 +39,17 @@ def _file_line(path: Path) -> str:
 def _train_command(config: dict) -> str:
     defaults = {"val_data": None, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
                 "label_smoothing": 0.1, "warmup_epochs": 2.0, "crop_padding": 4, "cutout": 0, "input_size": None,
-                "shortcut": "A", "amp": "auto", "device": "cpu", "threads": 0}
+                "shortcut": "A", "amp": "auto", "device": "cpu", "threads": 0, "teacher": None, "distill_weight": 0.9,
+                "distill_temperature": 4.0}
     parts = ["resnet-edge train", "cifar10/train", "--out", f"runs/{Path(config['out']).name}",
              "--arch", config["arch"], "--val-split", f"{config['val_split']:g}", "--epochs", str(config["epochs"]),
              "--seed", str(config["seed"])]
     for key, default in defaults.items():
-        if config.get(key) != default:
-            parts += [f"--{key.replace('_', '-')}", str(config[key])]
+        value = config.get(key, default)
+        if key == "teacher" and value:  # the teacher's run folder, named as the other runs are
+            value = f"runs/{Path(value).parent.name}/{Path(value).name}"
+        if value != default:
+            parts += [f"--{key.replace('_', '-')}", str(value)]
     return " ".join(parts)
 
 
@@ -74,7 +78,10 @@ def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
         f"{config['weight_decay']:g} (conv/linear weights), label smoothing {config['label_smoothing']}, random crop "
         f"(pad {config['crop_padding']}) + horizontal flip"
         + (f" + cutout {config['cutout']}x{config['cutout']} (mean colour)" if config.get("cutout") else "")
-        + f" per image, bf16 autocast, channels_last, seed {config['seed']}.",
+        + f" per image, bf16 autocast, channels_last, seed {config['seed']}"
+        + (f"; knowledge distillation from `{Path(config['teacher']).parent.name}` (loss "
+           f"{1 - config['distill_weight']:g} x labels + {config['distill_weight']:g} x teacher at "
+           f"T={config['distill_temperature']:g})" if config.get("teacher") else "") + ".",
         f"- Reproduce: `{_train_command(config)}`, then "
         f"`bash scripts/build-default-models.sh runs/{Path(config['out']).name} cifar10/train {name}` "
         "(`resnet-edge export --probes`, `resnet-edge quantize`, `resnet-edge verify`).",

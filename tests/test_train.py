@@ -173,6 +173,42 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, color_folder):
     assert run_cli(*_train_args(color_folder, tmp_path / "fresh", "--epochs", "1", "--resume")).returncode == 2
 
 
+def test_distillation_teaches_the_student_what_the_teacher_knows(tmp_path, color_folder):
+    fast = ("--epochs", "8", "--lr", "0.05", "--warmup-epochs", "0")
+    teacher = tmp_path / "teacher"
+    assert run_cli(*_train_args(color_folder, teacher, *fast)).returncode == 0
+    # every colour of the student's training folder is filed under the wrong class; its validation folder is right:
+    # from the labels alone the student learns the wrong names, from the teacher alone the right ones
+    swapped = {"blue": COLOR_CLASSES["green"], "green": COLOR_CLASSES["red"], "red": COLOR_CLASSES["blue"]}
+    wrong = write_class_folder(tmp_path / "wrong", swapped, per_class=24, seed=5)
+    right = write_class_folder(tmp_path / "right", COLOR_CLASSES, per_class=8, seed=6)
+
+    def student(name: str, weight: str) -> tuple[str, float]:
+        out = tmp_path / name
+        result = run_cli("train", str(wrong), "--out", str(out), "--val-data", str(right), "--arch", "resnet20",
+                         "--batch-size", "16", "--threads", "1", "--no-progress", *fast,
+                         "--teacher", str(teacher / "last.pt"), "--distill-weight", weight)
+        assert result.returncode == 0, result.stderr
+        assert json.loads((out / "config.json").read_text())["teacher"] == str(teacher / "last.pt")
+        return result.stderr, float(list(csv.DictReader((out / "metrics.csv").open()))[-1]["val_acc"])
+
+    log, from_teacher = student("from_teacher", "1")
+    assert f"distilling from {teacher / 'last.pt'}" in log and "1 x teacher at T=4" in log
+    _, from_labels = student("from_labels", "0")
+    assert from_teacher >= 0.9 and from_labels <= 0.2, (from_teacher, from_labels)
+
+
+def test_a_teacher_for_other_classes_is_refused_before_anything_is_written(tmp_path, color_folder):
+    teacher = tmp_path / "teacher"
+    assert run_cli(*_train_args(color_folder, teacher, "--epochs", "1")).returncode == 0
+    other = write_class_folder(tmp_path / "other", {"cat": (1, 2, 3), "dog": (3, 2, 1)}, per_class=8)
+    out = tmp_path / "student"
+    result = run_cli(*_train_args(other, out, "--epochs", "1", "--teacher", str(teacher / "last.pt")))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "its classes ['blue', 'green', 'red'] differ from the training data's ['cat', 'dog']" in result.stderr
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_torchrun_with_two_cpu_processes(tmp_path, color_folder):
     out = tmp_path / "ddp"

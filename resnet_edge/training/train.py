@@ -29,14 +29,16 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from ..atomicio import atomic_path, write_text_atomic
 from ..errors import UserError
 from ..images import ImageFolder
 from ..preprocess import PreprocessSpec
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .data import InMemorySplit, augment_batch, load_split, split_per_class, to_input
+from .evaluate import spec_from_checkpoint
 from .nets import create_model, model_spec
 
 
@@ -62,6 +64,9 @@ class TrainConfig:
     device: str = "cpu"  # "cpu" or "cuda"
     threads: int = 0  # torch intra-op threads per process; 0 = cores / processes
     seed: int = 0  # model init, the split, shuffling and augmentation all derive from it
+    teacher: str | None = None  # checkpoint of a trained net (e.g. a ResNet-56) the student also learns from
+    distill_weight: float = 0.9  # share of the loss from matching the teacher (Hinton et al. 2015); rest: labels
+    distill_temperature: float = 4.0  # softens both distributions so the teacher's near-misses carry signal
 
 
 def _is_main() -> bool:
@@ -168,6 +173,50 @@ def _write_metrics(rows: list[dict], out: Path) -> None:
     _plot_curves(rows, out / "curves.png")
 
 
+def load_teacher(path: str, classes: list[str], side: int, device: torch.device) -> tuple[nn.Module, PreprocessSpec]:
+    """A trained resnet-edge checkpoint as a frozen teacher, with the preprocessing it was trained with."""
+    state = load_checkpoint(path)
+    if "arch" not in state:
+        raise UserError(f"--teacher {path}: a bare state_dict; a teacher must be a resnet-edge checkpoint "
+                        "(it records the architecture, labels and preprocessing)")
+    if list(state["labels"]) != list(classes):
+        raise UserError(f"--teacher {path}: its classes {state['labels']} differ from the training data's {classes}")
+    spec = spec_from_checkpoint(state)
+    if tuple(spec.input_size) != (side, side) or spec.color_order != "RGB":
+        raise UserError(f"--teacher {path}: it takes {spec.input_size[0]}x{spec.input_size[1]} {spec.color_order} "
+                        f"input, the student {side}x{side} RGB")
+    teacher = create_model(state["arch"], num_classes=len(classes), **state.get("model_kwargs", {}))
+    load_weights(teacher, state["model"], path)
+    teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+    return teacher, spec
+
+
+def _check_teacher_held_out(teacher: Path, val_folder: ImageFolder, val_idx: list[int]) -> None:
+    """A teacher that trained on the student's validation images leaks them: its soft labels carry what it
+    memorised, and the student's validation accuracy reads too high. Compare with the teacher run's split.json."""
+    ours = {str(Path(val_folder.samples[i][0]).relative_to(val_folder.root)) for i in val_idx}
+    split_file = teacher.parent / "split.json"
+    try:
+        theirs = set(json.loads(split_file.read_text())["val_files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        _log(f"warning: no split.json beside {teacher}: cannot check that the teacher never trained on this "
+             "run's validation images")
+        return
+    if ours <= theirs:
+        _log(f"teacher held out all {len(ours)} of this run's validation images too")
+    else:
+        _log(f"warning: the teacher's run did not hold out {len(ours - theirs)} of this run's {len(ours)} validation "
+             "images: if it trained on them, validation accuracy here reads too high")
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) between temperature-softened distributions, times T^2 so that its gradients
+    keep their size whatever T is (Hinton et al. 2015). Logits: (B, classes), float32."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                    reduction="batchmean", log_target=True) * (t * t)
+
+
 @contextmanager
 def ctrl_c_between_steps(enabled: bool = True) -> Iterator[Callable[[], bool]]:
     """Turn the first Ctrl-C into a flag the loop checks at safe points; yields "was Ctrl-C pressed?".
@@ -230,6 +279,18 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
     else:
         val_folder = folder
         train_idx, val_idx = split_per_class([label for _, label in folder.samples], config.val_split, config.seed)
+
+    # the teacher is checked before minutes of decoding
+    teacher, teacher_spec = None, None
+    if config.teacher:
+        if not 0.0 <= config.distill_weight <= 1.0 or config.distill_temperature <= 0:
+            raise UserError(f"--distill-weight must be in [0, 1] and --distill-temperature > 0, got "
+                            f"{config.distill_weight} and {config.distill_temperature}")
+        teacher, teacher_spec = load_teacher(config.teacher, folder.classes, side, device)
+        _check_teacher_held_out(Path(config.teacher), val_folder, val_idx)
+        _log(f"distilling from {config.teacher} ({sum(p.numel() for p in teacher.parameters()):,} parameters): "
+             f"loss = {1 - config.distill_weight:g} x labels + {config.distill_weight:g} x teacher at "
+             f"T={config.distill_temperature:g}")
 
     # Geometry first (mean/std are not used by fit_frame); normalisation constants come from the data.
     geometry = PreprocessSpec(input_size=(side, side), crop_ratio=1.0)
@@ -306,6 +367,11 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                         logits = net(x)
                         loss = criterion(logits.float(), labels)
+                        if teacher is not None:
+                            with torch.no_grad():
+                                teacher_logits = teacher(to_input(images, teacher_spec, device)).float()
+                            loss = ((1 - config.distill_weight) * loss + config.distill_weight
+                                    * distillation_loss(logits.float(), teacher_logits, config.distill_temperature))
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
