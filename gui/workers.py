@@ -26,7 +26,8 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from resnet_edge.errors import UserError
 from resnet_edge.runtime import BlockActivation, Classifier, Prediction
-from resnet_edge.sources import LIVE_KINDS, Backoff, DemoSource, FrameSource, VideoSource, open_source
+from resnet_edge.sources import (LIVE_KINDS, Backoff, DemoSource, FrameSource, FrameWatch, VideoSource,
+                                 open_source)
 from resnet_edge.sources import describe_error as describe_error  # re-exported: the app's one-line error text
 
 from .probe import PROBE_TIMEOUT_S, PROBED, ProbeCache, ProbeCommand, ProbeOutcome, probe_command, probe_key, run_probe
@@ -281,8 +282,7 @@ class CaptureWorker(QThread):
         fps = self.pace(source)
         interval = 1.0 / fps if fps else 0.0
         delivered = False
-        previous: np.ndarray | None = None
-        repeat_since: float | None = None
+        watch = FrameWatch(source.description, self.repeat_limit_s)
         due = time.monotonic()
         frames = iter(source)
         while not self._interrupted():
@@ -296,20 +296,15 @@ class CaptureWorker(QThread):
             if frame is None:
                 return delivered, "stopped delivering frames" if self.live else "ended"
             now = time.monotonic()
-            if self.live:  # a real sensor always has noise: the very same frame again means it froze
-                if previous is not None and frame.image.shape == previous.shape and np.array_equal(frame.image, previous):
-                    repeat_since = repeat_since or now
-                    if now - repeat_since >= self.repeat_limit_s:
-                        return delivered, f"frozen (the same frame for {now - repeat_since:.1f} s)"
+            if self.live:
+                verdict, message = watch.check(frame.image, now)
+                if verdict == "frozen":
+                    return delivered, message
+                if verdict == "repeat":
                     continue
-                if previous is not None and frame.image.shape != previous.shape:
-                    # the model takes any size, so nothing breaks; but a user wondering why the picture changed
-                    # (a driver renegotiating after a USB hiccup) should see it was the camera
-                    old, new = previous.shape, frame.image.shape
-                    message = f"{source.description}: resolution changed from {old[1]}x{old[0]} to {new[1]}x{new[0]}"
+                if message:
                     self.notices.append(message)
                     self.notice.emit(message)
-                previous, repeat_since = frame.image, None
                 if self._paused:
                     continue  # keep reading so the camera's buffer stays fresh, publish nothing
             delivered = True

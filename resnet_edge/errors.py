@@ -11,3 +11,10 @@ class CheckFailed(UserError):
     """A check the tool makes on its own result failed (export parity, accuracy drop): exit 1."""
 
     exit_code = 1
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message ("" if it has none): libraries (ONNX Runtime, torch,
+    OpenCV) put pages of detail under it that a one-line report cannot carry."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .metadata import ModelContract
 from .onnxfile import ModelFileError, OnnxSummary, check_runtime_opsets, read_model_file, strip_graph_outputs
 from .preprocess import preprocess
@@ -160,7 +160,7 @@ class Classifier:
         try:
             return ort.InferenceSession(model_bytes, sess_options=options, providers=self.plan.providers)
         except Exception as error:  # ORT raises its own exception types (Fail, InvalidGraph, NotImplemented...)
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = first_line(error) or type(error).__name__
             if self.plan.first == "cpu":
                 raise ModelFileError(f"{self.path}: ONNX Runtime cannot load this model: {reason[:300]}") from None
         # A GPU provider that raises instead of falling back (a broken driver, a kernel it lacks): CPU, said aloud.
@@ -194,7 +194,7 @@ class Classifier:
         try:
             logits = self.session.run([self.output_name], {self.input_name: batch})[0]
         except Exception as error:  # ORT's own types (InvalidArgument, Fail...): the model, not the frame
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = first_line(error) or type(error).__name__
             raise ModelFileError(f"{self.path}: ONNX Runtime failed to run this model: {reason[:300]}") from None
         logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape[0] != len(batch):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..atomicio import atomic_path
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..preprocess import PreprocessSpec
 
 CHECKPOINT_FORMAT = "resnet-edge-checkpoint/1"
@@ -72,7 +72,7 @@ def load_checkpoint(path: str | Path) -> dict:
                         "it is not loaded without weights_only") from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError, AttributeError) as error:
         # a damaged archive surfaces as any of these from torch's reader
-        reason = _first_line(error) or type(error).__name__
+        reason = first_line(error) or type(error).__name__
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path}: expected a dict of tensors, found {type(state).__name__}")
@@ -87,11 +87,6 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path}: not a state_dict (expected names mapped to tensors)")
     # checkpoints saved from DataParallel/DDP prefix every key with "module."
     return {"model": {key.removeprefix("module."): value for key, value in state.items()}}
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def _unpickling_reason(error: BaseException) -> str:
@@ -122,14 +117,19 @@ def _check_ours(state: dict, path: Path) -> None:
     kwargs = state.get("model_kwargs", {})
     if not isinstance(kwargs, dict) or set(kwargs) - {"shortcut"} or kwargs.get("shortcut", "A") not in ("A", "B"):
         raise bad(f"'model_kwargs' must be {{'shortcut': 'A' or 'B'}}, got {kwargs!r}")
-    p = state.get("preprocess")
     try:
-        PreprocessSpec(tuple(p["input_size"]), tuple(p["mean"]), tuple(p["std"]), p["color_order"],
-                       p.get("resize_policy", "center_crop"), p.get("crop_ratio", 1.0))
+        spec_from_checkpoint(state)
     except (KeyError, TypeError, AttributeError, UserError) as error:
         raise bad(f"'preprocess': {error}") from None
     if not isinstance(state.get("epoch", 0), int):
         raise bad("'epoch' is not a number")
+
+
+def spec_from_checkpoint(state: dict) -> PreprocessSpec:
+    """The preprocessing a checkpoint of ours was trained with (its "preprocess" entry)."""
+    p = state["preprocess"]
+    return PreprocessSpec(tuple(p["input_size"]), tuple(p["mean"]), tuple(p["std"]), p["color_order"],
+                          p.get("resize_policy", "center_crop"), p.get("crop_ratio", 1.0))
 
 
 def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:

@@ -14,15 +14,9 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..preprocess import PreprocessSpec, preprocess
-from .checkpoint import load_checkpoint, load_weights
+from ..preprocess import preprocess
+from .checkpoint import load_checkpoint, load_weights, spec_from_checkpoint
 from .nets import ProbedModel, create_model
-
-
-def spec_from_checkpoint(state: dict) -> PreprocessSpec:
-    p = state["preprocess"]
-    return PreprocessSpec(tuple(p["input_size"]), tuple(p["mean"]), tuple(p["std"]), p["color_order"],
-                          p.get("resize_policy", "center_crop"), p.get("crop_ratio", 1.0))
 
 
 class TorchCandidate:

@@ -23,7 +23,7 @@ from ..labelsets import load_labels
 from ..metadata import ModelContract, probe_output_names
 from ..preprocess import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, preprocess
 from ..synthetic import synthetic_frames
-from .checkpoint import load_checkpoint, load_weights
+from .checkpoint import load_checkpoint, load_weights, spec_from_checkpoint
 from .nets import ProbedModel, ResNetBase, create_model, model_spec
 
 MIN_OPSET = 17
@@ -94,9 +94,7 @@ def build_for_export(options: ExportOptions, log=print) -> tuple[ResNetBase, lis
             "(good for speed tests, not for predictions)")
     spec = _default_spec(spec_entry.layout, options.input_size)
     if "preprocess" in state:
-        p = state["preprocess"]
-        spec = PreprocessSpec(tuple(p["input_size"]), tuple(p["mean"]), tuple(p["std"]), p["color_order"],
-                              p.get("resize_policy", "center_crop"), p.get("crop_ratio", 1.0))
+        spec = spec_from_checkpoint(state)
     spec = PreprocessSpec(
         input_size=(options.input_size, options.input_size) if options.input_size else spec.input_size,
         mean=options.mean or spec.mean, std=options.std or spec.std,

@@ -36,9 +36,8 @@ from ..atomicio import atomic_path, write_text_atomic
 from ..errors import UserError
 from ..images import ImageFolder
 from ..preprocess import PreprocessSpec
-from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint, spec_from_checkpoint
 from .data import InMemorySplit, augment_batch, load_split, split_per_class, to_input
-from .evaluate import spec_from_checkpoint
 from .nets import create_model, model_spec
 
 
@@ -307,6 +306,8 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
         del pixels
     spec = PreprocessSpec(input_size=(side, side), mean=mean, std=std, color_order="RGB", crop_ratio=1.0)
     cutout_fill = tuple(round(255 * m) for m in mean)  # the mean colour: 0 after normalisation
+    # a teacher trained on the same data normalises as the student does: its input is then the student's own
+    teacher_own_input = teacher is not None and (teacher_spec.mean, teacher_spec.std) != (spec.mean, spec.std)
     _log(f"data: {len(train_split)} train / {len(val_split)} validation images, {len(folder.classes)} classes, "
          f"skipped {skipped_train + skipped_val} unreadable; {world} process(es) x {threads} thread(s) on {device}")
 
@@ -369,7 +370,8 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
                         loss = criterion(logits.float(), labels)
                         if teacher is not None:
                             with torch.no_grad():
-                                teacher_logits = teacher(to_input(images, teacher_spec, device)).float()
+                                x_teacher = to_input(images, teacher_spec, device) if teacher_own_input else x
+                                teacher_logits = teacher(x_teacher).float()
                             loss = ((1 - config.distill_weight) * loss + config.distill_weight
                                     * distillation_loss(logits.float(), teacher_logits, config.distill_temperature))
                     optimizer.zero_grad(set_to_none=True)
