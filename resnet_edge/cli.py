@@ -20,7 +20,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                        description="Train on DATA/<class>/<image> folders; writes OUT/last.pt every epoch.")
     p.add_argument("data", help="folder of class folders (ImageFolder layout)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, curves.png)")
-    p.add_argument("--arch", default="resnet20", help="architecture, e.g. resnet20, resnet56, resnet18, plain20")
+    p.add_argument("--arch", help="architecture, e.g. resnet20, resnet56, resnet18, plain20 (default: resnet20, or "
+                                  "--init's)")
     p.add_argument("--val-data", help="separate validation folder (same classes)")
     p.add_argument("--val-split", type=float, default=0.1,
                    help="hold out this share of each class (< 1) or this many images per class (>= 1); default 0.1")
@@ -36,12 +37,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="erase a square of this side per image, in the mean colour (0: off; 16 for CIFAR-10 in DeVries "
                         "& Taylor 2017)")
     p.add_argument("--input-size", type=int, help="square input side (default: 32 for CIFAR nets, 224 for ImageNet nets)")
-    p.add_argument("--shortcut", choices=["A", "B"], default="A", help="CIFAR nets: A zero-pad (paper) or B projection")
+    p.add_argument("--shortcut", choices=["A", "B"], help="CIFAR nets: A zero-pad (paper, the default) or B projection")
     p.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / processes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue OUT from its last.pt")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="fine-tune: start from these weights (a run's last.pt or a torchvision-style state_dict, "
+                        "e.g. resnet18 ImageNet weights you have); a new classifier when the classes differ. "
+                        "Use a smaller --lr, e.g. 0.01")
     p.add_argument("--teacher", metavar="CHECKPOINT",
                    help="knowledge distillation: also learn a trained net's softened outputs (e.g. a ResNet-56's "
                         "last.pt for a ResNet-20 to ship); same classes and input size")
@@ -61,7 +66,7 @@ def _run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, warmup_epochs=args.warmup_epochs,
         crop_padding=args.crop_padding, cutout=args.cutout, input_size=args.input_size, shortcut=args.shortcut, amp=args.amp,
-        device=args.device, threads=args.threads, seed=args.seed, teacher=args.teacher,
+        device=args.device, threads=args.threads, seed=args.seed, init=args.init, teacher=args.teacher,
         distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
     )
     try:

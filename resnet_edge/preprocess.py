@@ -74,6 +74,14 @@ class PreprocessSpec:
         object.__setattr__(self, "_bias", bias)
 
 
+def default_spec(layout: str, side: int | None = None) -> PreprocessSpec:
+    """The preprocessing a network of this layout is assumed to take when its weights do not say:
+    CIFAR-10 statistics at 32x32 for "cifar" nets, ImageNet's (resize, 0.875 centre crop) at 224 otherwise."""
+    if layout == "cifar":
+        return PreprocessSpec((side or 32, side or 32), CIFAR10_MEAN, CIFAR10_STD, "RGB", "center_crop", 1.0)
+    return PreprocessSpec((side or 224, side or 224), IMAGENET_MEAN, IMAGENET_STD, "RGB", "center_crop", 0.875)
+
+
 def as_bgr_uint8(frame: np.ndarray) -> np.ndarray:
     """Bring a frame to contiguous BGR uint8 (H, W, 3): grey and BGRA converted, floats in 0..1 scaled."""
     if not isinstance(frame, np.ndarray):

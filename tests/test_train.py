@@ -209,6 +209,94 @@ def test_a_teacher_for_other_classes_is_refused_before_anything_is_written(tmp_p
     assert not out.exists()
 
 
+def _val_acc(run) -> float:
+    return float(list(csv.DictReader((run / "metrics.csv").open()))[-1]["val_acc"])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, color_folder):
+    """A resnet20 that has learned the colour classes: the starting point for fine-tuning."""
+    run = tmp_path_factory.mktemp("pretrained") / "run"
+    result = run_cli(*_train_args(color_folder, run, "--epochs", "8", "--lr", "0.05", "--warmup-epochs", "0"))
+    assert result.returncode == 0, result.stderr
+    assert _val_acc(run) >= 0.9
+    return run
+
+
+def test_init_starts_from_the_checkpoint_not_from_scratch(tmp_path, color_folder, trained_run):
+    # a learning rate too small to learn anything in one epoch: what the run knows, it brought with it
+    still = ("--epochs", "1", "--lr", "1e-6", "--warmup-epochs", "0")
+    fresh = run_cli(*_train_args(color_folder, tmp_path / "fresh", *still))
+    assert fresh.returncode == 0, fresh.stderr
+    tuned = run_cli("train", str(color_folder), "--out", str(tmp_path / "tuned"), "--batch-size", "16", "--val-split",
+                    "4", "--threads", "1", "--no-progress", *still, "--init", str(trained_run / "last.pt"))
+    assert tuned.returncode == 0, tuned.stderr
+    assert "classifier included" in tuned.stderr
+    assert "--init checkpoint held out all 12 of this run's validation images too" in tuned.stderr
+    tuned_row, fresh_row = (list(csv.DictReader((tmp_path / n / "metrics.csv").open()))[-1] for n in ("tuned", "fresh"))
+    assert float(tuned_row["val_acc"]) >= 0.9 and float(tuned_row["val_loss"]) < 0.6, tuned_row
+    assert float(fresh_row["val_loss"]) > 1.0, fresh_row  # a random 3-way classifier: about ln 3 or worse
+    config = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert config["init"] == str(trained_run / "last.pt") and config["arch"] == "resnet20"  # taken from the checkpoint
+    # the normalisation the weights were trained with travels on, for export and the runtime
+    before, after = (torch.load(run / "last.pt", weights_only=True) for run in (trained_run, tmp_path / "tuned"))
+    assert after["preprocess"]["mean"] == before["preprocess"]["mean"]
+
+
+def test_init_for_other_classes_keeps_the_features_and_makes_a_new_classifier(tmp_path, trained_run):
+    pets = write_class_folder(tmp_path / "pets", {"cat": (90, 120, 200), "dog": (200, 120, 90)}, per_class=12)
+    out = tmp_path / "pets_run"
+    result = run_cli("train", str(pets), "--out", str(out), "--batch-size", "8", "--val-split", "2", "--threads", "1",
+                     "--no-progress", "--epochs", "1", "--lr", "0", "--init", str(trained_run / "last.pt"))
+    assert result.returncode == 0, result.stderr
+    assert "all but the classifier (its 3 classes differ); a new one for 2 classes" in result.stderr
+    before, after = (torch.load(run / "last.pt", weights_only=True) for run in (trained_run, out))
+    assert after["labels"] == ["cat", "dog"] and tuple(after["model"]["fc.weight"].shape) == (2, 64)
+    assert torch.equal(after["model"]["conv1.weight"], before["model"]["conv1.weight"])  # lr 0: as loaded
+    assert torch.equal(after["model"]["layer3.2.conv2.weight"], before["model"]["layer3.2.conv2.weight"])
+
+
+def test_init_from_a_bare_torchvision_style_state_dict(tmp_path, color_folder, trained_run):
+    weights = torch.load(trained_run / "last.pt", weights_only=True)["model"]
+    bare = tmp_path / "resnet20_ddp.pth"  # as saved from a DistributedDataParallel model, wrapped
+    torch.save({"state_dict": {f"module.{k}": v for k, v in weights.items()}}, bare)
+    out = tmp_path / "from_bare"
+    result = run_cli("train", str(color_folder), "--out", str(out), "--arch", "resnet20", "--batch-size", "16",
+                     "--val-split", "4", "--threads", "1", "--no-progress", "--epochs", "1", "--lr", "0",
+                     "--init", str(bare))
+    assert result.returncode == 0, result.stderr
+    assert "classifier included" in result.stderr and "no split.json beside" in result.stderr
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert torch.equal(state["model"]["layer2.0.conv1.weight"], weights["layer2.0.conv1.weight"])
+    # a bare state_dict does not say how it normalised: the CIFAR layout's usual statistics are assumed
+    assert state["preprocess"]["mean"] == pytest.approx([0.4914, 0.4822, 0.4465])
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("--arch", "resnet32"), "holds a resnet20, not a resnet32 (leave out --arch, or use --arch resnet20)"),
+    (("--shortcut", "B"), "has type-A shortcuts, not type B"),
+])
+def test_init_that_does_not_fit_is_refused_before_anything_is_written(tmp_path, color_folder, trained_run, extra,
+                                                                      message):
+    out = tmp_path / "student"
+    result = run_cli("train", str(color_folder), "--out", str(out), "--epochs", "1", "--no-progress", *extra,
+                     "--init", str(trained_run / "last.pt"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr and not out.exists()
+
+
+def test_a_bare_state_dict_of_another_net_is_refused_before_decoding(tmp_path, color_folder, trained_run):
+    weights = torch.load(trained_run / "last.pt", weights_only=True)["model"]
+    bare = tmp_path / "w.pth"
+    torch.save(weights, bare)
+    out = tmp_path / "student"
+    result = run_cli("train", str(color_folder), "--out", str(out), "--arch", "resnet32", "--epochs", "1",
+                     "--init", str(bare))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{bare} does not fit architecture resnet32" in result.stderr and "missing" in result.stderr
+    assert "decoding" not in result.stderr and not out.exists()
+
+
 @pytest.mark.slow
 def test_torchrun_with_two_cpu_processes(tmp_path, color_folder):
     out = tmp_path / "ddp"

@@ -21,7 +21,7 @@ from ..atomicio import check_writable, write_bytes_atomic
 from ..errors import CheckFailed, UserError
 from ..labelsets import load_labels
 from ..metadata import ModelContract, probe_output_names
-from ..preprocess import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, preprocess
+from ..preprocess import PreprocessSpec, default_spec, preprocess
 from ..synthetic import synthetic_frames
 from .checkpoint import load_checkpoint, load_weights, spec_from_checkpoint
 from .nets import ProbedModel, ResNetBase, create_model, model_spec
@@ -63,12 +63,6 @@ class ParityReport:
                 f"({self.samples // 2} random, {self.samples // 2} image-like){probes}")
 
 
-def _default_spec(layout: str, side: int | None) -> PreprocessSpec:
-    if layout == "cifar":
-        return PreprocessSpec((side or 32, side or 32), CIFAR10_MEAN, CIFAR10_STD, "RGB", "center_crop", 1.0)
-    return PreprocessSpec((side or 224, side or 224), IMAGENET_MEAN, IMAGENET_STD, "RGB", "center_crop", 0.875)
-
-
 def build_for_export(options: ExportOptions, log=print) -> tuple[ResNetBase, list[str], PreprocessSpec]:
     """The network with its weights, its labels and its preprocessing."""
     spec_entry = model_spec(options.arch)
@@ -92,7 +86,7 @@ def build_for_export(options: ExportOptions, log=print) -> tuple[ResNetBase, lis
     else:
         log(f"note: no --checkpoint given: exporting freshly initialised {options.arch} weights "
             "(good for speed tests, not for predictions)")
-    spec = _default_spec(spec_entry.layout, options.input_size)
+    spec = default_spec(spec_entry.layout, options.input_size)
     if "preprocess" in state:
         spec = spec_from_checkpoint(state)
     spec = PreprocessSpec(

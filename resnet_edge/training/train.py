@@ -35,7 +35,7 @@ from tqdm import tqdm
 from ..atomicio import atomic_path, write_text_atomic
 from ..errors import UserError
 from ..images import ImageFolder
-from ..preprocess import PreprocessSpec
+from ..preprocess import PreprocessSpec, default_spec
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint, spec_from_checkpoint
 from .data import InMemorySplit, augment_batch, load_split, split_per_class, to_input
 from .nets import create_model, model_spec
@@ -45,7 +45,7 @@ from .nets import create_model, model_spec
 class TrainConfig:
     data: str  # folder of class folders: data/<class>/<image>
     out: str  # run folder: last.pt, config.json, metrics.csv, curves.png, split.json
-    arch: str = "resnet20"  # registry name (resnet20..110, resnet18..152, plain twins)
+    arch: str | None = None  # registry name (resnet20..110, resnet18..152, plain twins); None: --init's, else resnet20
     val_data: str | None = None  # a separate validation folder; else --val-split holds out part of data
     val_split: float = 0.1  # held-out share per class (< 1) or images per class (>= 1), seeded
     epochs: int = 150  # passes over the training split
@@ -58,11 +58,12 @@ class TrainConfig:
     crop_padding: int = 4  # random crop: pad by this many pixels and cut the input size back out
     cutout: int = 0  # side of a square erased per image (mean colour; 0 = off): regularises nets that overfit
     input_size: int | None = None  # square input side; None = the architecture's default (32 or 224)
-    shortcut: str = "A"  # CIFAR nets only: "A" zero-pad (paper), "B" 1x1 projection
+    shortcut: str | None = None  # CIFAR nets only: "A" zero-pad (paper), "B" 1x1 projection; None: --init's, else A
     amp: str = "auto"  # "bf16" autocast, "off", or "auto" (bf16 where the CPU/GPU supports it)
     device: str = "cpu"  # "cpu" or "cuda"
     threads: int = 0  # torch intra-op threads per process; 0 = cores / processes
     seed: int = 0  # model init, the split, shuffling and augmentation all derive from it
+    init: str | None = None  # fine-tuning: start from these weights (our checkpoint or a torchvision-style state_dict)
     teacher: str | None = None  # checkpoint of a trained net (e.g. a ResNet-56) the student also learns from
     distill_weight: float = 0.9  # share of the loss from matching the teacher (Hinton et al. 2015); rest: labels
     distill_temperature: float = 4.0  # softens both distributions so the teacher's near-misses carry signal
@@ -190,22 +191,65 @@ def load_teacher(path: str, classes: list[str], side: int, device: torch.device)
     return teacher, spec
 
 
-def _check_teacher_held_out(teacher: Path, val_folder: ImageFolder, val_idx: list[int]) -> None:
-    """A teacher that trained on the student's validation images leaks them: its soft labels carry what it
-    memorised, and the student's validation accuracy reads too high. Compare with the teacher run's split.json."""
+def _check_held_out(checkpoint: Path, role: str, val_folder: ImageFolder, val_idx: list[int]) -> None:
+    """Weights that trained on this run's validation images leak them: a teacher's soft labels and an --init
+    checkpoint's weights carry what was memorised, and validation accuracy reads too high. Compare with the
+    split.json of the run that wrote the checkpoint."""
     ours = {str(Path(val_folder.samples[i][0]).relative_to(val_folder.root)) for i in val_idx}
-    split_file = teacher.parent / "split.json"
+    split_file = checkpoint.parent / "split.json"
     try:
         theirs = set(json.loads(split_file.read_text())["val_files"])
     except (OSError, ValueError, KeyError, TypeError):
-        _log(f"warning: no split.json beside {teacher}: cannot check that the teacher never trained on this "
+        _log(f"warning: no split.json beside {checkpoint}: cannot check that the {role} never trained on this "
              "run's validation images")
         return
     if ours <= theirs:
-        _log(f"teacher held out all {len(ours)} of this run's validation images too")
+        _log(f"{role} held out all {len(ours)} of this run's validation images too")
     else:
-        _log(f"warning: the teacher's run did not hold out {len(ours - theirs)} of this run's {len(ours)} validation "
+        _log(f"warning: the {role}'s run did not hold out {len(ours - theirs)} of this run's {len(ours)} validation "
              "images: if it trained on them, validation accuracy here reads too high")
+
+
+def resolve_init(config: TrainConfig) -> tuple[TrainConfig, dict | None]:
+    """Fill in the architecture and shortcut; with --init, read the checkpoint, whose own architecture wins.
+
+    Returns the config with arch and shortcut set, and the loaded --init checkpoint (None without --init).
+    """
+    state = load_checkpoint(config.init) if config.init else None
+    arch, shortcut = config.arch, config.shortcut
+    if state is not None and "arch" in state:  # ours: it says what it is
+        theirs = state["arch"], state.get("model_kwargs", {}).get("shortcut", "A")
+        if arch not in (None, theirs[0]):
+            raise UserError(f"--init {config.init} holds a {theirs[0]}, not a {arch} (leave out --arch, or use --arch "
+                            f"{theirs[0]})")
+        if shortcut not in (None, theirs[1]) and model_spec(theirs[0]).layout == "cifar":
+            raise UserError(f"--init {config.init} has type-{theirs[1]} shortcuts, not type {shortcut}")
+        arch, shortcut = theirs
+    return dataclasses.replace(config, arch=arch or "resnet20", shortcut=shortcut or "A"), state
+
+
+def load_init_weights(model: nn.Module, state: dict, path: str, classes: list[str]) -> None:
+    """Fine-tuning start: every weight from the checkpoint; a new classifier (``fc``) when the classes differ.
+
+    Our checkpoints name their classes, so the head is kept only for the same classes in the same order; a bare
+    state_dict does not, so its head is kept when it has as many outputs as there are classes.
+    """
+    weights = dict(state["model"])
+    head = weights.get("fc.weight")
+    if "labels" in state:
+        same_classes = list(state["labels"]) == list(classes)
+        theirs = f"its {len(state['labels'])} classes differ" if not same_classes else ""
+    else:
+        same_classes = head is not None and head.shape[0] == len(classes)
+        theirs = f"it has {head.shape[0] if head is not None else 'no'} outputs" if not same_classes else ""
+    if not same_classes:  # keep the freshly initialised head of the right size
+        weights = {k: v for k, v in weights.items() if not k.startswith("fc.")}
+        weights.update({k: v for k, v in model.state_dict().items() if k.startswith("fc.")})
+    load_weights(model, weights, path)
+    if same_classes:
+        _log(f"starting from {path}: all {len(weights)} tensors, classifier included")
+    else:
+        _log(f"starting from {path}: all but the classifier ({theirs}); a new one for {len(classes)} classes")
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -262,10 +306,14 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
     threads = config.threads or max(1, (os.cpu_count() or 1) // world)
     torch.set_num_threads(threads)
     out = prepare_run_folder(config, resume, force)
-    if resume:
+    init_state = None
+    if resume:  # the weights come from last.pt; --init only mattered for the first epoch
         previous = json.loads((out / "config.json").read_text())
         previous.update(epochs=config.epochs)  # a resumed run may be extended, nothing else changes
         config = TrainConfig(**{k: v for k, v in previous.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+        config = dataclasses.replace(config, arch=config.arch or "resnet20", shortcut=config.shortcut or "A")
+    else:
+        config, init_state = resolve_init(config)  # checked before minutes of decoding
 
     spec_entry = model_spec(config.arch)
     side = config.input_size or spec_entry.default_input_size
@@ -286,10 +334,17 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
             raise UserError(f"--distill-weight must be in [0, 1] and --distill-temperature > 0, got "
                             f"{config.distill_weight} and {config.distill_temperature}")
         teacher, teacher_spec = load_teacher(config.teacher, folder.classes, side, device)
-        _check_teacher_held_out(Path(config.teacher), val_folder, val_idx)
+        _check_held_out(Path(config.teacher), "teacher", val_folder, val_idx)
         _log(f"distilling from {config.teacher} ({sum(p.numel() for p in teacher.parameters()):,} parameters): "
              f"loss = {1 - config.distill_weight:g} x labels + {config.distill_weight:g} x teacher at "
              f"T={config.distill_temperature:g}")
+
+    torch.manual_seed(config.seed)
+    extra = {"shortcut": config.shortcut} if spec_entry.layout == "cifar" else {}
+    model = create_model(config.arch, num_classes=len(folder.classes), **extra)
+    if init_state is not None:  # like the teacher, checked before decoding
+        load_init_weights(model, init_state, config.init, folder.classes)
+        _check_held_out(Path(config.init), "--init checkpoint", val_folder, val_idx)
 
     # Geometry first (mean/std are not used by fit_frame); normalisation constants come from the data.
     geometry = PreprocessSpec(input_size=(side, side), crop_ratio=1.0)
@@ -300,6 +355,11 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
     if resume:
         state = load_checkpoint(out / "last.pt")
         mean, std = tuple(state["preprocess"]["mean"]), tuple(state["preprocess"]["std"])
+    elif init_state is not None:
+        # pretrained features expect the normalisation they were trained with; a bare state_dict does not say
+        # which, so the layout's usual one (ImageNet statistics for torchvision's ImageNet nets)
+        trained_with = spec_from_checkpoint(init_state) if "preprocess" in init_state else default_spec(spec_entry.layout)
+        mean, std = trained_with.mean, trained_with.std
     else:
         pixels = train_split.images.reshape(-1, 3).float() / 255.0
         mean, std = tuple(pixels.mean(0).tolist()), tuple(pixels.std(0).tolist())
@@ -311,9 +371,6 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
     _log(f"data: {len(train_split)} train / {len(val_split)} validation images, {len(folder.classes)} classes, "
          f"skipped {skipped_train + skipped_val} unreadable; {world} process(es) x {threads} thread(s) on {device}")
 
-    torch.manual_seed(config.seed)
-    extra = {"shortcut": config.shortcut} if spec_entry.layout == "cifar" else {}
-    model = create_model(config.arch, num_classes=len(folder.classes), **extra)
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(_param_groups(model, config.weight_decay), lr=config.lr,
                                 momentum=config.momentum, nesterov=True)
