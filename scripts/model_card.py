@@ -39,14 +39,14 @@ def _file_line(path: Path) -> str:
 def _train_command(config: dict) -> str:
     defaults = {"val_data": None, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
                 "label_smoothing": 0.1, "warmup_epochs": 2.0, "crop_padding": 4, "cutout": 0, "input_size": None,
-                "shortcut": "A", "amp": "auto", "device": "cpu", "threads": 0, "teacher": None, "distill_weight": 0.9,
-                "distill_temperature": 4.0}
+                "shortcut": "A", "amp": "auto", "device": "cpu", "threads": 0, "init": None, "teacher": None,
+                "distill_weight": 0.9, "distill_temperature": 4.0}
     parts = ["resnet-edge train", "cifar10/train", "--out", f"runs/{Path(config['out']).name}",
              "--arch", config["arch"], "--val-split", f"{config['val_split']:g}", "--epochs", str(config["epochs"]),
              "--seed", str(config["seed"])]
     for key, default in defaults.items():
         value = config.get(key, default)
-        if key == "teacher" and value:  # the teacher's run folder, named as the other runs are
+        if key in ("init", "teacher") and value:  # the checkpoint's run folder, named as the other runs are
             value = f"runs/{Path(value).parent.name}/{Path(value).name}"
         if value != default:
             parts += [f"--{key.replace('_', '-')}", str(value)]
@@ -63,6 +63,13 @@ def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
     best = max(rows, key=lambda r: float(r["val_acc"]))
     train_seconds = sum(float(r["epoch_seconds"]) for r in rows)
     images_trained = sum(float(r["images_per_second"]) * float(r["epoch_seconds"]) for r in rows)
+    init_run = Path(config["init"]).parent if config.get("init") else None
+    before, same_split = "", False
+    if init_run is not None and (init_run / "metrics.csv").is_file():  # fine-tuned: the starting run's time counts
+        init_rows = list(csv.DictReader((init_run / "metrics.csv").open()))
+        same_split = json.loads((init_run / "split.json").read_text())["val_files"] == split["val_files"]
+        before = (f", after the {len(init_rows)} epochs ({sum(float(r['epoch_seconds']) for r in init_rows) / 60:.0f} "
+                  f"min) of `{init_run.name}` it started from")
     models = {m["precision"] if m["kind"] == "onnx" else "pytorch": m for m in verify["models"]}
     fp32, int8 = models_dir / f"{name}.onnx", models_dir / f"{name}.int8.onnx"
     lines = [
@@ -74,11 +81,15 @@ def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
         f"{sum(held_out.values()):,} images held out for validation ({min(held_out.values())} per class, "
         f"seeded, listed in the run's `split.json`), never trained on; the rest trained on.",
         f"- Recipe: {config['epochs']} epochs, batch {config['batch_size']}, SGD Nesterov momentum {config['momentum']}, "
-        f"peak lr {config['lr']} after {config['warmup_epochs']:g} warm-up epochs then cosine to 0, weight decay "
+        f"peak lr {config['lr']} "
+        + (f"after {config['warmup_epochs']:g} warm-up epochs " if config["warmup_epochs"] else "")
+        + "then cosine to 0, weight decay "
         f"{config['weight_decay']:g} (conv/linear weights), label smoothing {config['label_smoothing']}, random crop "
         f"(pad {config['crop_padding']}) + horizontal flip"
         + (f" + cutout {config['cutout']}x{config['cutout']} (mean colour)" if config.get("cutout") else "")
         + f" per image, bf16 autocast, channels_last, seed {config['seed']}"
+        + (f"; fine-tuned from `{init_run.name}`'s last.pt"
+           + (" (same held-out split)" if same_split else "") if init_run is not None else "")
         + (f"; knowledge distillation from `{Path(config['teacher']).parent.name}` (loss "
            f"{1 - config['distill_weight']:g} x labels + {config['distill_weight']:g} x teacher at "
            f"T={config['distill_temperature']:g})" if config.get("teacher") else "") + ".",
@@ -87,7 +98,7 @@ def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
         "(`resnet-edge export --probes`, `resnet-edge quantize`, `resnet-edge verify`).",
         f"- Training: {len(rows)} epochs, {train_seconds / 60:.0f} min of training steps "
         f"(≈{images_trained / train_seconds:.0f} images/s on average) on {_cpu_name()}, {os.cpu_count()} cores, "
-        "PyTorch CPU.",
+        f"PyTorch CPU{before}.",
         f"- validation top-1 (PyTorch, last epoch): **{100 * float(last['val_acc']):.2f}%** "
         f"(best epoch {best['epoch']}: {100 * float(best['val_acc']):.2f}%; the last epoch is what ships).",
         "",
