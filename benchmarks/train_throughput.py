@@ -7,6 +7,7 @@ random crop + flip drawn for the whole batch in one gather, bf16 autocast, chann
 "plain" is the textbook loop: a Dataset that reads and decodes each JPEG from disk, crops and flips it in
 numpy, a DataLoader that collates, fp32 NCHW tensors. Both run SGD with Nesterov momentum on the same
 architecture, batch size and thread count, alternating rounds so machine noise hits both alike.
+``--compile`` adds a third loop, ours under torch.compile (`resnet-edge train --compile`), timed after it compiled.
 Target (issue 3): ours >= 2.0x plain on this machine.
 """
 
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     parser.add_argument("--images", type=int, default=5000, help="images to load (decoding all 50k is not the point)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    parser.add_argument("--compile", action="store_true", help="also time our loop under torch.compile")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,6 +107,9 @@ def main() -> None:
     ours_model = create_model(args.arch, num_classes=classes).to(memory_format=torch.channels_last)
     plain_model = create_model(args.arch, num_classes=classes)
     ours_opt = torch.optim.SGD(ours_model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    compiled_model = create_model(args.arch, num_classes=classes).to(memory_format=torch.channels_last)
+    compiled_opt = torch.optim.SGD(compiled_model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    compiled_net = torch.compile(compiled_model)
     plain_opt = torch.optim.SGD(plain_model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     loader = torch.utils.data.DataLoader(PlainDataset(samples, spec), batch_size=args.batch_size, shuffle=True,
                                          drop_last=True, num_workers=0)
@@ -117,10 +122,15 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     run_ours(ours_model, ours_opt, images, labels, spec, args.batch_size, 3, generator)  # warm-up
     run_plain(plain_model, plain_opt, plain_iter, args.batch_size, 3)
-    ours, plain = [], []
+    if args.compile:
+        run_ours(compiled_net, compiled_opt, images, labels, spec, args.batch_size, 3, generator)  # compiles here
+    ours, plain, compiled = [], [], []
     for _ in range(args.rounds):
         ours.append(run_ours(ours_model, ours_opt, images, labels, spec, args.batch_size, args.steps, generator))
         plain.append(run_plain(plain_model, plain_opt, plain_iter, args.batch_size, args.steps))
+        if args.compile:
+            compiled.append(run_ours(compiled_net, compiled_opt, images, labels, spec, args.batch_size, args.steps,
+                                     generator))
     o, p = statistics.median(ours), statistics.median(plain)
     print(f"training throughput, {args.arch}, batch {args.batch_size}, {torch.get_num_threads()} threads, "
           f"{args.rounds} alternating rounds of {args.steps} steps (median)")
@@ -128,6 +138,9 @@ def main() -> None:
     print(f"|---|---:|---:|")
     print(f"| plain: disk decode per step, per-image numpy aug, fp32 NCHW | {p:.0f} | 1.00x |")
     print(f"| resnet-edge train: in-memory uint8, batched aug, bf16 autocast, channels_last | {o:.0f} | {o / p:.2f}x |")
+    if compiled:
+        c = statistics.median(compiled)
+        print(f"| resnet-edge train --compile: the same under torch.compile | {c:.0f} | {c / p:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / processes)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (needs a C++ compiler; about 1.2x faster here after a "
+                        "minute of compiling); may be switched on or off when resuming")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue OUT from its last.pt")
     p.add_argument("--init", metavar="CHECKPOINT",
@@ -66,7 +69,7 @@ def _run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, warmup_epochs=args.warmup_epochs,
         crop_padding=args.crop_padding, cutout=args.cutout, input_size=args.input_size, shortcut=args.shortcut, amp=args.amp,
-        device=args.device, threads=args.threads, seed=args.seed, init=args.init, teacher=args.teacher,
+        device=args.device, threads=args.threads, compile=args.compile, seed=args.seed, init=args.init, teacher=args.teacher,
         distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
     )
     try:

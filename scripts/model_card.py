@@ -39,7 +39,7 @@ def _file_line(path: Path) -> str:
 def _train_command(config: dict) -> str:
     defaults = {"val_data": None, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
                 "label_smoothing": 0.1, "warmup_epochs": 2.0, "crop_padding": 4, "cutout": 0, "input_size": None,
-                "shortcut": "A", "amp": "auto", "device": "cpu", "threads": 0, "init": None, "teacher": None,
+                "shortcut": "A", "amp": "auto", "device": "cpu", "threads": 0, "compile": False, "init": None, "teacher": None,
                 "distill_weight": 0.9, "distill_temperature": 4.0}
     parts = ["resnet-edge train", "cifar10/train", "--out", f"runs/{Path(config['out']).name}",
              "--arch", config["arch"], "--val-split", f"{config['val_split']:g}", "--epochs", str(config["epochs"]),
@@ -49,7 +49,8 @@ def _train_command(config: dict) -> str:
         if key in ("init", "teacher") and value:  # the checkpoint's run folder, named as the other runs are
             value = f"runs/{Path(value).parent.name}/{Path(value).name}"
         if value != default:
-            parts += [f"--{key.replace('_', '-')}", str(value)]
+            flag = f"--{key.replace('_', '-')}"
+            parts += [flag] if value is True else [flag, str(value)]  # a switch takes no value
     return " ".join(parts)
 
 

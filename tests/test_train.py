@@ -297,6 +297,27 @@ def test_a_bare_state_dict_of_another_net_is_refused_before_decoding(tmp_path, c
     assert "decoding" not in result.stderr and not out.exists()
 
 
+def test_compiled_training_learns_and_is_switched_on_when_resuming(tmp_path, color_folder):
+    out = tmp_path / "run"
+    fast = ("--lr", "0.05", "--warmup-epochs", "0")
+    assert run_cli(*_train_args(color_folder, out, "--epochs", "2", *fast)).returncode == 0
+    result = run_cli(*_train_args(color_folder, out, "--epochs", "8", *fast, "--resume", "--compile"))
+    assert result.returncode == 0, result.stderr
+    assert "torch.compile: the first steps compile the network" in result.stderr
+    assert _val_acc(out) >= 0.9  # the compiled step trains the very weights that are saved
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["epoch"] == 8 and "conv1.weight" in state["model"]  # no "_orig_mod." prefix from the wrapper
+    assert json.loads((out / "config.json").read_text())["compile"] is True
+
+
+def test_compile_without_a_cpp_compiler_is_one_clear_line(tmp_path, color_folder):
+    out = tmp_path / "run"
+    bare_path = str(tmp_path / "empty_bin")  # no g++, c++, clang++ or cl on PATH
+    result = run_cli(*_train_args(color_folder, out, "--epochs", "1", "--compile"), env={"PATH": bare_path, "CXX": ""})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--compile needs a C++ compiler on PATH" in result.stderr and not out.exists()
+
+
 @pytest.mark.slow
 def test_torchrun_with_two_cpu_processes(tmp_path, color_folder):
     out = tmp_path / "ddp"

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -62,6 +63,7 @@ class TrainConfig:
     amp: str = "auto"  # "bf16" autocast, "off", or "auto" (bf16 where the CPU/GPU supports it)
     device: str = "cpu"  # "cpu" or "cuda"
     threads: int = 0  # torch intra-op threads per process; 0 = cores / processes
+    compile: bool = False  # torch.compile the nets of the training step (Inductor): speed only, may change on resume
     seed: int = 0  # model init, the split, shuffling and augmentation all derive from it
     init: str | None = None  # fine-tuning: start from these weights (our checkpoint or a torchvision-style state_dict)
     teacher: str | None = None  # checkpoint of a trained net (e.g. a ResNet-56) the student also learns from
@@ -289,6 +291,14 @@ def ctrl_c_between_steps(enabled: bool = True) -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _check_compiler(device: torch.device) -> None:
+    """Inductor writes C++ for CPU kernels: without a compiler torch.compile fails at the first step, deep inside."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++", "cl")
+                                        if c):
+        raise UserError("--compile needs a C++ compiler on PATH (g++, clang++ or MSVC's cl); none found: install one "
+                        "or train without --compile")
+
+
 def prepare_run_folder(config: TrainConfig, resume: bool, force: bool) -> Path:
     out = Path(config.out)
     if resume:
@@ -309,11 +319,13 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
     init_state = None
     if resume:  # the weights come from last.pt; --init only mattered for the first epoch
         previous = json.loads((out / "config.json").read_text())
-        previous.update(epochs=config.epochs)  # a resumed run may be extended, nothing else changes
+        previous.update(epochs=config.epochs, compile=config.compile)  # may be extended or sped up; nothing else changes
         config = TrainConfig(**{k: v for k, v in previous.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
         config = dataclasses.replace(config, arch=config.arch or "resnet20", shortcut=config.shortcut or "A")
     else:
         config, init_state = resolve_init(config)  # checked before minutes of decoding
+    if config.compile:
+        _check_compiler(device)
 
     spec_entry = model_spec(config.arch)
     side = config.input_size or spec_entry.default_input_size
@@ -383,6 +395,10 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
         start_epoch = int(state["epoch"])
         _log(f"resuming {out} after epoch {start_epoch}")
     net = nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model
+    if config.compile:  # fuses BN/ReLU/add around the convolutions; checkpoints still come from the plain `model`
+        _log("torch.compile: the first steps compile the network (a minute or two), then run faster")
+        net = torch.compile(net)
+        teacher = torch.compile(teacher) if teacher is not None else None
 
     use_bf16 = config.amp == "bf16" or (config.amp == "auto" and _bf16_supported(device))
     if config.amp not in ("auto", "bf16", "off"):
