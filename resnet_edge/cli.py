@@ -56,6 +56,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distill-weight", type=float, default=0.9,
                    help="share of the loss from the teacher, the rest from the labels (default 0.9)")
     p.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature (default 4)")
+    p.add_argument("--swa-epochs", type=int, default=0,
+                   help="stochastic weight averaging: the last N epochs run at a constant --swa-lr and the average "
+                        "of their weights is what last.pt holds (default 0: off)")
+    p.add_argument("--swa-lr", type=float, default=0.02, help="learning rate of the averaging epochs (default 0.02)")
     p.add_argument("--force", action="store_true", help="start over in an existing run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.set_defaults(run=_run_train)
@@ -71,6 +75,7 @@ def _run_train(args: argparse.Namespace) -> int:
         crop_padding=args.crop_padding, cutout=args.cutout, input_size=args.input_size, shortcut=args.shortcut, amp=args.amp,
         device=args.device, threads=args.threads, compile=args.compile, seed=args.seed, init=args.init, teacher=args.teacher,
         distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
+        swa_epochs=args.swa_epochs, swa_lr=args.swa_lr,
     )
     try:
         row = train(config, resume=args.resume, force=args.force, show_progress=not args.no_progress)

@@ -40,7 +40,7 @@ def _train_command(config: dict) -> str:
     defaults = {"val_data": None, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
                 "label_smoothing": 0.1, "warmup_epochs": 2.0, "crop_padding": 4, "cutout": 0, "input_size": None,
                 "shortcut": "A", "amp": "auto", "device": "cpu", "threads": 0, "compile": False, "init": None, "teacher": None,
-                "distill_weight": 0.9, "distill_temperature": 4.0}
+                "distill_weight": 0.9, "distill_temperature": 4.0, "swa_epochs": 0, "swa_lr": 0.02}
     parts = ["resnet-edge train", "cifar10/train", "--out", f"runs/{Path(config['out']).name}",
              "--arch", config["arch"], "--val-split", f"{config['val_split']:g}", "--epochs", str(config["epochs"]),
              "--seed", str(config["seed"])]
@@ -52,6 +52,18 @@ def _train_command(config: dict) -> str:
             flag = f"--{key.replace('_', '-')}"
             parts += [flag] if value is True else [flag, str(value)]  # a switch takes no value
     return " ".join(parts)
+
+
+def _schedule(config: dict) -> str:
+    swa, epochs = config.get("swa_epochs", 0), config["epochs"]
+    averaged = f"the weights of its last {swa} averaged (SWA, BN statistics measured again)"
+    if swa == epochs:
+        return f"a constant lr {config['swa_lr']:g}, " + averaged.replace("its last", "all")
+    warmup = f"after {config['warmup_epochs']:g} warm-up epochs " if config["warmup_epochs"] else ""
+    if swa:
+        return (f"peak lr {config['lr']} {warmup}then cosine to {config['swa_lr']:g}, held for the last {swa} epochs, "
+                + averaged.replace("its last", "those"))
+    return f"peak lr {config['lr']} {warmup}then cosine to 0"
 
 
 def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
@@ -82,9 +94,7 @@ def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
         f"{sum(held_out.values()):,} images held out for validation ({min(held_out.values())} per class, "
         f"seeded, listed in the run's `split.json`), never trained on; the rest trained on.",
         f"- Recipe: {config['epochs']} epochs, batch {config['batch_size']}, SGD Nesterov momentum {config['momentum']}, "
-        f"peak lr {config['lr']} "
-        + (f"after {config['warmup_epochs']:g} warm-up epochs " if config["warmup_epochs"] else "")
-        + "then cosine to 0, weight decay "
+        + _schedule(config) + ", weight decay "
         f"{config['weight_decay']:g} (conv/linear weights), label smoothing {config['label_smoothing']}, random crop "
         f"(pad {config['crop_padding']}) + horizontal flip"
         + (f" + cutout {config['cutout']}x{config['cutout']} (mean colour)" if config.get("cutout") else "")

@@ -318,6 +318,59 @@ def test_compile_without_a_cpp_compiler_is_one_clear_line(tmp_path, color_folder
     assert "--compile needs a C++ compiler on PATH" in result.stderr and not out.exists()
 
 
+def test_weight_averaging_ships_the_mean_of_the_last_epochs_and_resumes(tmp_path, color_folder):
+    common = ("--lr", "0.05", "--warmup-epochs", "0", "--swa-lr", "0.01", "--amp", "off")
+    # four epochs, the last two averaged; a three-epoch twin with one averaged epoch follows the same path up to
+    # epoch 3 (two cosine epochs ending at 0.01, then 0.01), so its weights are the first of the two averaged
+    four, three = tmp_path / "four", tmp_path / "three"
+    result = run_cli(*_train_args(color_folder, four, "--epochs", "4", "--swa-epochs", "2", *common))
+    assert result.returncode == 0, result.stderr
+    assert "weight averaging (SWA): the last 2 epochs at lr 0.01" in result.stderr
+    assert "epoch 4/4:" in result.stderr and "val (average of 2 epochs)" in result.stderr
+    assert run_cli(*_train_args(color_folder, three, "--epochs", "3", "--swa-epochs", "1", *common)).returncode == 0
+    a, b = (torch.load(run / "last.pt", weights_only=True) for run in (four, three))
+    assert a["averaged_epochs"] == 2 and b["averaged_epochs"] == 1
+    rows = list(csv.DictReader((four / "metrics.csv").open()))
+    assert [float(r["lr"]) for r in rows[2:]] == [0.01, 0.01] and float(rows[1]["lr"]) > 0.01
+    for key in ("conv1.weight", "layer2.1.conv2.weight", "fc.bias", "bn1.weight"):
+        mean = (a["trained_model"][key] + b["trained_model"][key]) / 2
+        assert torch.allclose(a["model"][key], mean, atol=1e-6), key
+        assert not torch.allclose(a["model"][key], a["trained_model"][key]), key
+    # BatchNorm statistics are measured again for the average, not copied from either net
+    assert not torch.allclose(a["model"]["bn1.running_mean"], a["trained_model"]["bn1.running_mean"])
+    assert float(rows[-1]["val_acc"]) >= 0.9
+
+    # killed inside the averaging epochs (after epoch 3 of 4), --resume reaches the same average
+    for attempt in range(5):  # the kill must land during epoch 4: a fast machine may finish first, so retry
+        resumed = tmp_path / f"resumed{attempt}"
+        args = _train_args(color_folder, resumed, "--epochs", "4", "--swa-epochs", "2", *common)
+        process = subprocess.Popen([sys.executable, "-m", "resnet_edge.cli", *args], cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        metrics, deadline = resumed / "metrics.csv", time.time() + 300
+        while time.time() < deadline and process.poll() is None and (
+                not metrics.exists() or len(metrics.read_text().splitlines()) < 4):  # header + 3 epochs
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if torch.load(resumed / "last.pt", weights_only=True)["epoch"] == 3:
+            break
+    saved = torch.load(resumed / "last.pt", weights_only=True)
+    assert saved["epoch"] == 3 and saved["averaged_epochs"] == 1
+    result = run_cli(*_train_args(color_folder, resumed, "--epochs", "4", "--resume", *common))
+    assert result.returncode == 0, result.stderr
+    c = torch.load(resumed / "last.pt", weights_only=True)
+    assert c["averaged_epochs"] == 2
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].float(), c["model"][key].float(), atol=1e-6), key
+
+
+def test_bad_weight_averaging_options_are_refused(tmp_path, color_folder):
+    for extra in (("--swa-epochs", "5"), ("--swa-epochs", "1", "--swa-lr", "0")):
+        result = run_cli(*_train_args(color_folder, tmp_path / "run", "--epochs", "4", *extra))
+        assert result.returncode == 2 and "--swa-epochs must be in [0, --epochs] and --swa-lr > 0" in result.stderr
+        assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_torchrun_with_two_cpu_processes(tmp_path, color_folder):
     out = tmp_path / "ddp"

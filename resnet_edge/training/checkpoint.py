@@ -24,8 +24,13 @@ CHECKPOINT_FORMAT = "resnet-edge-checkpoint/1"
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, epoch: int,
-                    config: Any, labels: list[str], spec: PreprocessSpec, history: list[dict]) -> None:
-    """Everything needed to resume training and to export: written to a temp file, then renamed."""
+                    config: Any, labels: list[str], spec: PreprocessSpec, history: list[dict],
+                    trained: nn.Module | None = None, averaged_epochs: int = 0) -> None:
+    """Everything needed to resume training and to export: written to a temp file, then renamed.
+
+    ``model`` is the net that ships (export, verify, --teacher and --init read "model"). Under weight averaging
+    it is the average, and ``trained`` the net SGD is moving, kept as "trained_model" for --resume.
+    """
     state = {
         "format": CHECKPOINT_FORMAT,
         "arch": config.arch,
@@ -40,6 +45,8 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config),
         "history": history,
     }
+    if trained is not None:
+        state.update(trained_model=trained.state_dict(), averaged_epochs=averaged_epochs)
     with atomic_path(path, force=True) as tmp:
         torch.save(state, tmp)
 
@@ -123,6 +130,9 @@ def _check_ours(state: dict, path: Path) -> None:
         raise bad(f"'preprocess': {error}") from None
     if not isinstance(state.get("epoch", 0), int):
         raise bad("'epoch' is not a number")
+    if "trained_model" in state and not (_is_state_dict(state["trained_model"])
+                                         and isinstance(state.get("averaged_epochs"), int)):
+        raise bad("'trained_model' without its 'averaged_epochs' count, or not a state_dict")
 
 
 def spec_from_checkpoint(state: dict) -> PreprocessSpec:

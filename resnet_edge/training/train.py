@@ -12,6 +12,7 @@ batch, gradients are averaged by DistributedDataParallel (gloo on CPU, nccl on C
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import json
@@ -69,6 +70,8 @@ class TrainConfig:
     teacher: str | None = None  # checkpoint of a trained net (e.g. a ResNet-56) the student also learns from
     distill_weight: float = 0.9  # share of the loss from matching the teacher (Hinton et al. 2015); rest: labels
     distill_temperature: float = 4.0  # softens both distributions so the teacher's near-misses carry signal
+    swa_epochs: int = 0  # the last N epochs run at a constant swa_lr and ship the average of their weights; 0 = off
+    swa_lr: float = 0.02  # learning rate of those epochs (the cosine before them ends here instead of at 0)
 
 
 def _is_main() -> bool:
@@ -86,12 +89,45 @@ def _bf16_supported(device: torch.device) -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
-    """Linear warm-up from peak/10 to peak, then half-cosine down to 0."""
+def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float, floor: float = 0.0) -> float:
+    """Linear warm-up from peak/10 to peak, then half-cosine down to ``floor`` at total_steps."""
     if step < warmup_steps:
         return peak * (0.1 + 0.9 * step / max(1, warmup_steps))
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * peak * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class WeightAverage:
+    """Stochastic weight averaging (Izmailov et al. 2018): the equal-weight mean of the weights SGD reaches at
+    the end of each epoch at a constant learning rate. The mean lies in a flatter part of the loss surface than
+    any one of them, which generalises better. Its BatchNorm statistics belong to none of the averaged nets,
+    so they are measured again on the training images before it is evaluated or saved."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = copy.deepcopy(model).requires_grad_(False)
+        self.count = 0  # epochs averaged so far
+
+    @torch.no_grad()
+    def add(self, model: nn.Module) -> None:
+        for mean, current in zip(self.model.parameters(), model.parameters()):
+            mean.lerp_(current.detach().to(mean.dtype), 1.0 / (self.count + 1))  # mean += (current - mean) / n
+        self.count += 1
+
+    @torch.no_grad()
+    def measure_batchnorm(self, split: InMemorySplit, spec: PreprocessSpec, device: torch.device, use_bf16: bool,
+                          batch_size: int = 500) -> None:
+        """Running mean/var of every BN layer as the exact average over the (unaugmented) training images."""
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # None: a cumulative average over all batches, not an exponential one
+        self.model.train()
+        for start in range(0, len(split), batch_size):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                self.model(to_input(split.images[start : start + batch_size], spec, device))
+        for norm in norms:
+            norm.momentum = 0.1
+        self.model.eval()
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -326,6 +362,9 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
         config, init_state = resolve_init(config)  # checked before minutes of decoding
     if config.compile:
         _check_compiler(device)
+    if not 0 <= config.swa_epochs <= config.epochs or config.swa_lr <= 0:
+        raise UserError(f"--swa-epochs must be in [0, --epochs] and --swa-lr > 0, got {config.swa_epochs} and "
+                        f"{config.swa_lr}")
 
     spec_entry = model_spec(config.arch)
     side = config.input_size or spec_entry.default_input_size
@@ -388,8 +427,12 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
                                 momentum=config.momentum, nesterov=True)
     rows: list[dict] = []
     start_epoch = 0
+    average = WeightAverage(model) if config.swa_epochs else None
     if resume:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("trained_model", state["model"]))
+        if average is not None and "trained_model" in state:  # stopped inside the averaging epochs
+            average.model.load_state_dict(state["model"])
+            average.count = int(state["averaged_epochs"])
         optimizer.load_state_dict(state["optimizer"])
         rows = list(state["history"])
         start_epoch = int(state["epoch"])
@@ -409,6 +452,10 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
         raise UserError(f"batch size {config.batch_size} is larger than the {len(train_split)} training images")
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+    if config.swa_epochs:  # the cosine ends at swa_lr where the averaging epochs begin, and stays there
+        total_steps = steps_per_epoch * (config.epochs - config.swa_epochs)
+        _log(f"weight averaging (SWA): the last {config.swa_epochs} epochs at lr {config.swa_lr:g}, their weights "
+             "averaged")
 
     if _is_main():
         out.mkdir(parents=True, exist_ok=True)
@@ -430,8 +477,11 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
                            disable=not (show_progress and _is_main()), file=sys.stderr, dynamic_ncols=True)
                 for step in bar:
                     global_step = epoch * steps_per_epoch + step
+                    lr = (learning_rate(global_step, total_steps, warmup_steps, config.lr,
+                                        config.swa_lr if config.swa_epochs else 0.0)
+                          if global_step < total_steps or not config.swa_epochs else config.swa_lr)
                     for group in optimizer.param_groups:
-                        group["lr"] = learning_rate(global_step, total_steps, warmup_steps, config.lr)
+                        group["lr"] = lr
                     batch_idx = order[step * config.batch_size : (step + 1) * config.batch_size]
                     images = augment_batch(train_split.images[batch_idx], config.crop_padding, generator,
                                            config.cutout, cutout_fill)
@@ -461,15 +511,24 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
                 bar.close()
                 loss_sum, correct, seen = _all_reduce_sum([loss_sum, correct, seen], device)
                 seconds = time.perf_counter() - started
-                val_loss, val_acc = evaluate(model, val_split, spec, device, rank, world)
+                shipped = model  # what last.pt's "model" holds and validation measures
+                if average is not None and epoch >= config.epochs - config.swa_epochs:
+                    average.add(model)
+                    average.measure_batchnorm(train_split, spec, device, use_bf16)
+                    shipped = average.model
+                val_loss, val_acc = evaluate(shipped, val_split, spec, device, rank, world)
                 row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,
                        "train_acc": correct / seen, "val_loss": val_loss, "val_acc": val_acc,
                        "epoch_seconds": round(seconds, 2), "images_per_second": round(seen / seconds, 1)}
                 rows.append(row)
+                averaged = f" (average of {average.count} epochs)" if shipped is not model else ""
                 _log(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}% | "
-                     f"val loss {val_loss:.4f} acc {100 * val_acc:.2f}% | {seconds:.0f}s, {row['images_per_second']:.0f} img/s")
+                     f"val{averaged} loss {val_loss:.4f} acc {100 * val_acc:.2f}% | {seconds:.0f}s, "
+                     f"{row['images_per_second']:.0f} img/s")
                 if _is_main():
-                    save_checkpoint(out / "last.pt", model, optimizer, epoch + 1, config, folder.classes, spec, rows)
+                    save_checkpoint(out / "last.pt", shipped, optimizer, epoch + 1, config, folder.classes, spec, rows,
+                                    trained=model if shipped is not model else None,
+                                    averaged_epochs=average.count if average is not None else 0)
                     _write_metrics(rows, out)
                 if dist.is_initialized():
                     dist.barrier()
