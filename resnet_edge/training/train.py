@@ -114,17 +114,19 @@ class WeightAverage:
         self.count += 1
 
     @torch.no_grad()
-    def measure_batchnorm(self, split: InMemorySplit, spec: PreprocessSpec, device: torch.device, use_bf16: bool,
-                          batch_size: int = 500) -> None:
-        """Running mean/var of every BN layer as the exact average over the (unaugmented) training images."""
+    def measure_batchnorm(self, split: InMemorySplit, augment: Callable[[torch.Tensor], torch.Tensor],
+                          spec: PreprocessSpec, device: torch.device, use_bf16: bool, batch_size: int) -> None:
+        """Running mean/var of every BN layer, averaged over one pass of training batches augmented as in
+        training: the statistics the weights were trained under. (Clean images give other statistics, and cost
+        4 points of validation accuracy on a ResNet-20 with cutout here.)"""
         norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         for norm in norms:
             norm.reset_running_stats()
             norm.momentum = None  # None: a cumulative average over all batches, not an exponential one
         self.model.train()
-        for start in range(0, len(split), batch_size):
+        for start in range(0, len(split) - batch_size + 1, batch_size):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                self.model(to_input(split.images[start : start + batch_size], spec, device))
+                self.model(to_input(augment(split.images[start : start + batch_size]), spec, device))
         for norm in norms:
             norm.momentum = 0.1
         self.model.eval()
@@ -514,14 +516,18 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
                 shipped = model  # what last.pt's "model" holds and validation measures
                 if average is not None and epoch >= config.epochs - config.swa_epochs:
                     average.add(model)
-                    average.measure_batchnorm(train_split, spec, device, use_bf16)
+                    bn_generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch + 50_000)
+                    average.measure_batchnorm(
+                        train_split, lambda images: augment_batch(images, config.crop_padding, bn_generator,
+                                                                  config.cutout, cutout_fill),
+                        spec, device, use_bf16, config.batch_size)
                     shipped = average.model
                 val_loss, val_acc = evaluate(shipped, val_split, spec, device, rank, world)
                 row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,
                        "train_acc": correct / seen, "val_loss": val_loss, "val_acc": val_acc,
                        "epoch_seconds": round(seconds, 2), "images_per_second": round(seen / seconds, 1)}
                 rows.append(row)
-                averaged = f" (average of {average.count} epochs)" if shipped is not model else ""
+                averaged = f" (average of {average.count} epoch{'s' * (average.count > 1)})" if shipped is not model else ""
                 _log(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}% | "
                      f"val{averaged} loss {val_loss:.4f} acc {100 * val_acc:.2f}% | {seconds:.0f}s, "
                      f"{row['images_per_second']:.0f} img/s")
