@@ -364,6 +364,16 @@ def test_weight_averaging_ships_the_mean_of_the_last_epochs_and_resumes(tmp_path
         assert torch.allclose(a["model"][key].float(), c["model"][key].float(), atol=1e-6), key
 
 
+def test_weight_averaging_over_every_epoch_runs_at_the_averaging_lr_from_the_first_step(tmp_path, color_folder):
+    # --swa-epochs == --epochs leaves no cosine: no warm-up either, every step at --swa-lr
+    out = tmp_path / "run"
+    result = run_cli(*_train_args(color_folder, out, "--epochs", "2", "--swa-epochs", "2", "--swa-lr", "0.03",
+                                  "--warmup-epochs", "1", "--amp", "off"))
+    assert result.returncode == 0, result.stderr
+    assert [float(r["lr"]) for r in csv.DictReader((out / "metrics.csv").open())] == [0.03, 0.03]
+    assert torch.load(out / "last.pt", weights_only=True)["averaged_epochs"] == 2
+
+
 def test_bad_weight_averaging_options_are_refused(tmp_path, color_folder):
     for extra in (("--swa-epochs", "5"), ("--swa-epochs", "1", "--swa-lr", "0")):
         result = run_cli(*_train_args(color_folder, tmp_path / "run", "--epochs", "4", *extra))

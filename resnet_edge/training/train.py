@@ -452,10 +452,12 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
     steps_per_epoch = len(train_split) // config.batch_size  # drop the ragged last batch
     if steps_per_epoch < 1:
         raise UserError(f"batch size {config.batch_size} is larger than the {len(train_split)} training images")
-    total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
-    if config.swa_epochs:  # the cosine ends at swa_lr where the averaging epochs begin, and stays there
-        total_steps = steps_per_epoch * (config.epochs - config.swa_epochs)
+    # warm-up and cosine over the epochs before the averaging ones (all epochs without SWA); the cosine ends at
+    # lr_floor, which the averaging epochs then keep
+    cosine_steps = steps_per_epoch * (config.epochs - config.swa_epochs)
+    lr_floor = config.swa_lr if config.swa_epochs else 0.0
+    if config.swa_epochs:
         _log(f"weight averaging (SWA): the last {config.swa_epochs} epochs at lr {config.swa_lr:g}, their weights "
              "averaged")
 
@@ -479,9 +481,8 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
                            disable=not (show_progress and _is_main()), file=sys.stderr, dynamic_ncols=True)
                 for step in bar:
                     global_step = epoch * steps_per_epoch + step
-                    lr = (learning_rate(global_step, total_steps, warmup_steps, config.lr,
-                                        config.swa_lr if config.swa_epochs else 0.0)
-                          if global_step < total_steps or not config.swa_epochs else config.swa_lr)
+                    lr = (learning_rate(global_step, cosine_steps, warmup_steps, config.lr, lr_floor)
+                          if global_step < cosine_steps else lr_floor)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
                     batch_idx = order[step * config.batch_size : (step + 1) * config.batch_size]
