@@ -13,6 +13,7 @@ from resnet_edge.modelzoo import DEFAULT_MODEL, find_model
 from resnet_edge.onnxfile import read_model_file
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CARD_ENTRY = re.compile(r"`(?P<file>[\w.-]+\.onnx)`: (?P<size>[\d,]+) bytes, sha256 `(?P<sha>[0-9a-f]{64})`")
 
 
@@ -45,8 +46,25 @@ def test_default_model_carries_the_cifar10_contract_and_classifies():
     assert path == MODELS / f"{DEFAULT_MODEL}.onnx"
     _, summary = read_model_file(path)
     contract = ModelContract.from_props(summary.metadata)
-    assert contract.labels == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert contract.labels == CIFAR10
     assert contract.arch == "resnet20" and contract.preprocess.input_size == (32, 32) and contract.probes
     classifier = Classifier.load(path, provider="cpu")
     prediction = classifier.classify(np.zeros((48, 48, 3), np.uint8))[0]
     assert prediction.finite and prediction.label in contract.labels
+
+
+def test_every_shipped_model_is_classified_with_by_name_in_both_precisions(image_dir):
+    """`--model NAME --precision int8|fp32` picks the shipped file, and its contract names the same network."""
+    from conftest import run_cli
+
+    names = sorted({p.name.split(".")[0] for p in MODELS.glob("*.onnx")})
+    assert {"cifar10-resnet20", "cifar10-resnet56"} <= set(names)
+    for name in names:
+        for precision, filename in (("fp32", f"{name}.onnx"), ("int8", f"{name}.int8.onnx")):
+            result = run_cli("classify", "--model", name, "--precision", precision, "--source", str(image_dir),
+                             "--provider", "cpu")
+            assert result.returncode == 0, result.stderr
+            arch = name.split("-", 1)[1]
+            assert f"model {MODELS / filename} ({arch}, {precision}) on cpu" in result.stdout, result.stdout
+            assert "summary: 5 frames" in result.stdout
+            assert sum(label in result.stdout for label in CIFAR10) >= 1
