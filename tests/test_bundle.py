@@ -151,6 +151,9 @@ def test_bundle_holds_no_torch_onnx_or_training_code(bundle):
     for data in ("models/cifar10-resnet20.onnx", "models/cifar10-resnet20.int8.onnx", "gui/assets/sample.png",
                  "resnet_edge/labels/cifar10.txt"):
         assert (internal / data).is_file(), data
+    # the other shipped models stay out of the bundle (size budget): wheel and checkout only
+    assert sorted(p.name for p in (internal / "models").glob("*.onnx")) == ["cifar10-resnet20.int8.onnx",
+                                                                             "cifar10-resnet20.onnx"]
 
 
 def test_bundle_holds_only_the_qt_it_uses(bundle):
