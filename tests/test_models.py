@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from conftest import run_cli
 
 from resnet_edge.metadata import ModelContract
 from resnet_edge.modelzoo import DEFAULT_MODEL, find_model
@@ -55,16 +56,14 @@ def test_default_model_carries_the_cifar10_contract_and_classifies():
 
 def test_every_shipped_model_is_classified_with_by_name_in_both_precisions(image_dir):
     """`--model NAME --precision int8|fp32` picks the shipped file, and its contract names the same network."""
-    from conftest import run_cli
-
     names = sorted({p.name.split(".")[0] for p in MODELS.glob("*.onnx")})
     assert {"cifar10-resnet20", "cifar10-resnet56"} <= set(names)
     for name in names:
+        arch = name.split("-", 1)[1]  # cifar10-resnet56 -> resnet56
         for precision, filename in (("fp32", f"{name}.onnx"), ("int8", f"{name}.int8.onnx")):
             result = run_cli("classify", "--model", name, "--precision", precision, "--source", str(image_dir),
                              "--provider", "cpu")
             assert result.returncode == 0, result.stderr
-            arch = name.split("-", 1)[1]
             assert f"model {MODELS / filename} ({arch}, {precision}) on cpu" in result.stdout, result.stdout
             assert "summary: 5 frames" in result.stdout
             assert sum(label in result.stdout for label in CIFAR10) >= 1
