@@ -374,6 +374,54 @@ def test_weight_averaging_over_every_epoch_runs_at_the_averaging_lr_from_the_fir
     assert torch.load(out / "last.pt", weights_only=True)["averaged_epochs"] == 2
 
 
+def _measure_batchnorm_on_rank(rank: int, world: int, port: int, out: str) -> None:
+    """One process of the sharded BatchNorm pass (module level so that spawn can start it)."""
+    import torch.distributed as dist
+
+    from resnet_edge.preprocess import PreprocessSpec
+    from resnet_edge.training.data import InMemorySplit
+    from resnet_edge.training.nets import create_model
+    from resnet_edge.training.train import WeightAverage
+
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (68, 8, 8, 3), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    split = InMemorySplit(images, torch.zeros(68, dtype=torch.int64), [""] * 68)
+    average = WeightAverage(create_model("resnet20", num_classes=3))
+    average.measure_batchnorm(split, lambda batch: batch, PreprocessSpec((8, 8)), torch.device("cpu"),
+                              use_bf16=False, batch_size=16, rank=rank, world=world)
+    if rank == 0:
+        torch.save(average.model.state_dict(), out)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_weight_averaging_batchnorm_pass_is_shared_between_torchrun_ranks(tmp_path):
+    import multiprocessing
+
+    # 68 images in batches of 16: 4 full batches; rank 0 measures batches 0 and 2, rank 1 batches 1 and 3
+    _measure_batchnorm_on_rank(0, 1, 0, str(tmp_path / "one.pt"))
+    context = multiprocessing.get_context("spawn")
+    ranks = [context.Process(target=_measure_batchnorm_on_rank, args=(rank, 2, 29533, str(tmp_path / "two.pt")))
+             for rank in range(2)]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=300)
+    assert [process.exitcode for process in ranks] == [0, 0]
+    one, two = (torch.load(tmp_path / name, weights_only=True) for name in ("one.pt", "two.pt"))
+    statistics = [key for key in one if key.endswith(("running_mean", "running_var"))]
+    assert len(statistics) == 2 * 19  # every BatchNorm of the ResNet-20
+    for key in statistics:
+        assert torch.allclose(one[key], two[key], rtol=1e-4, atol=1e-5), key
+    assert not torch.allclose(one["bn1.running_var"], torch.ones(16))  # measured, not left at the reset values
+    assert one["bn1.num_batches_tracked"] == 4 and two["bn1.num_batches_tracked"] == 2  # rank 0 did half
+
+
 def test_bad_weight_averaging_options_are_refused(tmp_path, color_folder):
     for extra in (("--swa-epochs", "5"), ("--swa-epochs", "1", "--swa-lr", "0")):
         result = run_cli(*_train_args(color_folder, tmp_path / "run", "--epochs", "4", *extra))
