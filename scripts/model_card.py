@@ -54,6 +54,18 @@ def _train_command(config: dict) -> str:
     return " ".join(parts)
 
 
+def _runs_before(config: dict) -> list[dict]:
+    """Configs of the runs this one needs first, in training order: the ``--init`` and ``--teacher`` runs
+    (and theirs), each once, where their run folder is still there to read."""
+    needed: list[dict] = []
+    for key in ("init", "teacher"):
+        run_config = Path(config[key]).parent / "config.json" if config.get(key) else None
+        if run_config is not None and run_config.is_file():
+            earlier = json.loads(run_config.read_text())
+            needed += [c for c in _runs_before(earlier) + [earlier] if c not in needed]
+    return needed
+
+
 def _schedule(config: dict) -> str:
     swa, epochs = config.get("swa_epochs", 0), config["epochs"]
     averaged = f"the weights of its last {swa} averaged (SWA, BN statistics measured again)"
@@ -104,7 +116,8 @@ def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
         + (f"; knowledge distillation from `{Path(config['teacher']).parent.name}` (loss "
            f"{1 - config['distill_weight']:g} x labels + {config['distill_weight']:g} x teacher at "
            f"T={config['distill_temperature']:g})" if config.get("teacher") else "") + ".",
-        f"- Reproduce: `{_train_command(config)}`, then "
+        "- Reproduce: " + "".join(f"`{_train_command(c)}`, " for c in _runs_before(config))
+        + f"`{_train_command(config)}`, then "
         f"`bash scripts/build-default-models.sh runs/{Path(config['out']).name} cifar10/train {name}` "
         "(`resnet-edge export --probes`, `resnet-edge quantize`, `resnet-edge verify`).",
         f"- Training: {len(rows)} epochs, {train_seconds / 60:.0f} min of training steps "

@@ -38,6 +38,12 @@ def test_model_card_gives_what_a_user_needs_for_each_model():
     text = (MODELS / "README.md").read_text()
     for needle in ("resnet-edge train", "resnet-edge export", "validation top-1", "sha256", "held out"):
         assert needle in text, needle
+    # a fine-tuned or distilled model's card first trains the runs it starts from and learns from
+    reproduce_lines = [line for line in text.splitlines() if line.startswith("- Reproduce:")]
+    assert len(reproduce_lines) == len(re.findall(r"^## ", text, re.M))
+    for line in reproduce_lines:
+        for needed in re.findall(r"--(?:init|teacher) runs/([\w-]+)/last\.pt", line):
+            assert f"--out runs/{needed} " in line.split(f"runs/{needed}/last.pt")[0], needed
 
 
 def test_default_model_carries_the_cifar10_contract_and_classifies():
