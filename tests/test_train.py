@@ -28,6 +28,11 @@ def test_training_learns_an_easy_folder_and_writes_the_run(tmp_path, color_folde
     result = run_cli(*_train_args(color_folder, out, "--epochs", "8", "--lr", "0.05", "--warmup-epochs", "0"))
     assert result.returncode == 0, result.stderr
     assert "data: 60 train / 12 validation images, 3 classes" in result.stderr
+    # --amp auto says which precision it chose and why: bf16 only where the CPU has it natively
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    expected = ("precision: bf16 autocast (this CPU has native bf16" if native else
+                "precision: fp32: this CPU has no native bf16 (AMX or AVX512-BF16), so training runs at fp32 speed")
+    assert expected in result.stderr
     assert {p.name for p in out.iterdir()} >= {"last.pt", "config.json", "metrics.csv", "curves.png", "split.json"}
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
@@ -106,6 +111,7 @@ def test_resume_after_a_kill_reaches_the_same_weights(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     if saved["epoch"] < 4:
         assert f"resuming {killed} after epoch {saved['epoch']}" in resumed.stderr
+    assert "precision: fp32 (--amp off)" in resumed.stderr
     a = torch.load(straight / "last.pt", weights_only=True)["model"]
     b = torch.load(killed / "last.pt", weights_only=True)["model"]
     for key in a:

@@ -89,6 +89,18 @@ def _bf16_supported(device: torch.device) -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def precision_note(amp: str, native_bf16: bool, device: torch.device) -> str:
+    """What the training step computes in, and why: a CPU without native bf16 trains several times slower."""
+    if amp == "off":
+        return "fp32 (--amp off)"
+    if native_bf16:
+        return "bf16 autocast" + (" (this CPU has native bf16: AMX or AVX512-BF16)" if device.type == "cpu" else "")
+    if amp == "bf16":
+        return "bf16 autocast without native bf16 on this device (emulated; --amp auto would train in fp32)"
+    where = "this CPU has no native bf16 (AMX or AVX512-BF16)" if device.type == "cpu" else "this GPU has no bf16"
+    return f"fp32: {where}, so training runs at fp32 speed"
+
+
 def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float, floor: float = 0.0) -> float:
     """Linear warm-up from peak/10 to peak, then half-cosine down to ``floor`` at total_steps."""
     if step < warmup_steps:
@@ -453,9 +465,11 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
         net = torch.compile(net)
         teacher = torch.compile(teacher) if teacher is not None else None
 
-    use_bf16 = config.amp == "bf16" or (config.amp == "auto" and _bf16_supported(device))
     if config.amp not in ("auto", "bf16", "off"):
         raise UserError(f"--amp must be auto, bf16 or off, got {config.amp!r}")
+    native_bf16 = _bf16_supported(device)
+    use_bf16 = config.amp == "bf16" or (config.amp == "auto" and native_bf16)
+    _log(f"precision: {precision_note(config.amp, native_bf16, device)}")
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     steps_per_epoch = len(train_split) // config.batch_size  # drop the ragged last batch
     if steps_per_epoch < 1:
