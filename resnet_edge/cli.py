@@ -385,6 +385,9 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--activation-type", choices=["uint8", "int8"], default="uint8",
                    help="uint8 (default; U8S8 is the fast path on x86) or int8 (S8S8, much slower on x86 CPUs)")
     p.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor instead of per output channel")
+    p.add_argument("--weight-bits", type=int, choices=[7, 8], default=7,
+                   help="7 (default): weights in [-64, 64], so x86 CPUs without VNNI (AVX2 only) cannot saturate "
+                        "their 16-bit sums and give the same answers as VNNI/AMX ones; 8 for VNNI/AMX/GPU targets")
     p.add_argument("--no-pre-process", action="store_true",
                    help="skip ONNX Runtime's quant_pre_process (on by default: exports of fresh weights share tensors that otherwise keep Convs off the fused int8 kernel)")
     p.add_argument("--batch-size", type=int, default=16, help="images per calibration run (default 16)")
@@ -406,6 +409,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     quantize(QuantizeOptions(
         model=args.model, output=args.output, calib=args.calib, calib_exclude=args.calib_exclude, precision=args.precision, method=args.method,
         calib_size=args.calib_size, activation_type=args.activation_type, per_channel=not args.per_tensor,
+        weight_bits=args.weight_bits,
         pre_process=not args.no_pre_process, batch_size=args.batch_size, seed=args.seed, force=args.force,
         contract=_contract_override(args, summary.metadata), show_progress=not args.no_progress))
     return 0

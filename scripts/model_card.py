@@ -31,6 +31,16 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _int8_label(path: Path) -> str:
+    """The int8 row's description, from the quantization settings the file records in its metadata."""
+    import onnx  # the quantize extra; only the int8 row needs it
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    settings = json.loads(props.get("quantization", "{}"))
+    bits = f", {settings['weight_bits']}-bit weights" if "weight_bits" in settings else ""
+    return f"ONNX int8 (QDQ, U8S8, per-channel{bits})"
+
+
 def _file_line(path: Path) -> str:
     data = path.read_bytes()
     return f"`{path.name}`: {len(data):,} bytes, sha256 `{hashlib.sha256(data).hexdigest()}`"
@@ -133,7 +143,7 @@ def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
         "|---|---|---|---|",
     ]
     for key, label, path in (("pytorch", "checkpoint (bf16-trained, fp32 eval)", None), ("fp32", "ONNX fp32", fp32),
-                             ("int8", "ONNX int8 (QDQ, U8S8, per-channel)", int8)):
+                             ("int8", _int8_label(int8) if int8.exists() else "", int8)):
         if key in models:
             size = f"{path.stat().st_size / 1e6:.2f} MB" if path else "-"
             lines.append(f"| {label} | {models[key]['precision']} | {100 * models[key]['top1']:.2f}% | {size} |")

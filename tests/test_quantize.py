@@ -40,7 +40,7 @@ def test_int8_cli_writes_a_qdq_per_channel_u8s8_model_that_keeps_metadata_and_pr
     out = tmp_path / "colors.int8.onnx"
     result = run_cli("quantize", str(models.fp32), "--calib", str(color_folder), "-o", str(out), "--calib-size", "30")
     assert result.returncode == 0, result.stderr
-    assert f"wrote {out}: int8 (minmax, 30 calibration images, U8S8, per-channel weights)" in result.stdout
+    assert f"wrote {out}: int8 (minmax, 30 calibration images, U8S8, per-channel 7-bit weights)" in result.stdout
     assert "calibrating" in result.stderr  # the progress bar, on stderr
 
     proto = onnx.load(str(out))
@@ -54,6 +54,8 @@ def test_int8_cli_writes_a_qdq_per_channel_u8s8_model_that_keeps_metadata_and_pr
     conv_weights = [inits[n.input[0]] for n in weight_dq if inits[n.input[0]].ndim == 4]
     assert conv_weights and all(inits[n.input[1]].shape == (inits[n.input[0]].shape[0],)
                                 for n in weight_dq if inits[n.input[0]].ndim == 4)
+    # 7-bit weights by default: |w| <= 64, so a u8 x s8 pair sums within int16 on CPUs without VNNI
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in conv_weights) == 64
     # uint8 activations: every QuantizeLinear's zero point is uint8
     zero_points = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
     assert zero_points and all(z.dtype == np.uint8 for z in zero_points)
@@ -66,6 +68,7 @@ def test_int8_cli_writes_a_qdq_per_channel_u8s8_model_that_keeps_metadata_and_pr
     settings = json.loads(after["quantization"])
     assert settings["method"] == "minmax" and settings["calib_size"] == 30 and settings["per_channel"] is True
     assert settings["activation_type"] == "uint8" and settings["weight_type"] == "int8" and settings["format"] == "QDQ"
+    assert settings["weight_bits"] == 7
     assert settings["pre_process"] is True and settings["onnxruntime"]
     assert out.stat().st_size <= 0.30 * models.fp32.stat().st_size
 
@@ -208,3 +211,21 @@ def test_calibration_can_exclude_a_runs_validation_split(tmp_path):
                                  "val_files": [f"{c}/{i:04d}.png" for c in COLOR_CLASSES for i in range(4)]}))
     with pytest.raises(UserError, match="nothing left to calibrate on"):
         calibration_groups(data, exclude=every)
+
+
+def test_int8_weight_bits_8_uses_the_full_int8_range(models, color_folder, tmp_path):
+    out = tmp_path / "colors.w8.int8.onnx"
+    result = run_cli("quantize", str(models.fp32), "--calib", str(color_folder), "-o", str(out), "--calib-size", "30",
+                     "--weight-bits", "8", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "U8S8, per-channel 8-bit weights)" in result.stdout
+    proto = onnx.load(str(out))
+    inits = _initializers(proto)
+    conv_weights = [inits[n.input[0]] for n in proto.graph.node if n.op_type == "DequantizeLinear"
+                    and n.input[0] in inits and inits[n.input[0]].ndim == 4]
+    # symmetric per-channel: each channel's largest weight maps to 127
+    assert all(int(np.abs(w.astype(np.int32)).reshape(len(w), -1).max(1).min()) == 127 for w in conv_weights)
+    assert json.loads({p.key: p.value for p in proto.metadata_props}["quantization"])["weight_bits"] == 8
+    bad = run_cli("quantize", str(models.fp32), "--calib", str(color_folder), "-o", str(tmp_path / "x.onnx"),
+                  "--weight-bits", "6")
+    assert bad.returncode == 2 and "--weight-bits" in bad.stderr and not (tmp_path / "x.onnx").exists()
