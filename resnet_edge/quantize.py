@@ -20,8 +20,8 @@ INT8 recipe (ONNX Runtime's static quantization):
   then gives other answers there than on a VNNI/AMX CPU or a GPU. Measured on a 2-core AMD EPYC (AVX2) with
   the shipped ResNet-20 on its 5,000 held-out images (``benchmarks/int8_precision.py``): 8-bit weights
   89.90% (90.80% on a VNNI/AMX CPU), 7-bit weights 90.64% (the same everywhere: no sum can saturate), at the
-  same speed (0.81 vs 0.83 ms); ORT's own fix for 8-bit files, ``session.x64quantprecision``, gave 90.80%
-  at 1.27 ms, slower than fp32 (1.20 ms). ``--weight-bits 8`` keeps the last bit for VNNI/AMX/GPU targets.
+  same speed (0.84 vs 0.83 ms); ORT's own fix for 8-bit files, ``session.x64quantprecision``, gave 90.80%
+  at 1.39 ms, slower than fp32 (1.29 ms). ``--weight-bits 8`` keeps the last bit for VNNI/AMX/GPU targets.
 - The output keeps all metadata and probe outputs; ``precision`` becomes "int8" and a ``quantization`` key
   records how it was made. Nothing is written unless everything succeeded (atomic write, no overwrite
   without ``--force``).

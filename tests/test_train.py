@@ -30,8 +30,9 @@ def test_training_learns_an_easy_folder_and_writes_the_run(tmp_path, color_folde
     assert "data: 60 train / 12 validation images, 3 classes" in result.stderr
     # --amp auto says which precision it chose and why: bf16 only where the CPU has it natively
     native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    expected = ("precision: bf16 autocast (this CPU has native bf16" if native else
-                "precision: fp32: this CPU has no native bf16 (AMX or AVX512-BF16), so training runs at fp32 speed")
+    expected = ("precision: bf16 autocast (oneDNN has bf16 kernels for this CPU)" if native else
+                "precision: fp32: this CPU lacks the AVX-512/AMX instructions of oneDNN's bf16 kernels, so training "
+                "runs at fp32 speed")
     assert expected in result.stderr
     assert {p.name for p in out.iterdir()} >= {"last.pt", "config.json", "metrics.csv", "curves.png", "split.json"}
     rows = list(csv.DictReader((out / "metrics.csv").open()))
@@ -191,7 +192,7 @@ def test_distillation_teaches_the_student_what_the_teacher_knows(tmp_path, color
 
     def student(name: str, weight: str) -> tuple[str, float]:
         out = tmp_path / name
-        # 12 epochs: in fp32 (a CPU without native bf16) the student first got every class right at epoch 9,
+        # 12 epochs: in fp32 (a CPU without bf16 kernels) the student first got every class right at epoch 9,
         # in bf16 at epoch 6; 8 epochs left it at 2 of 3 classes in fp32
         result = run_cli("train", str(wrong), "--out", str(out), "--val-data", str(right), "--arch", "resnet20",
                          "--batch-size", "16", "--threads", "1", "--no-progress", *fast, "--epochs", "12",

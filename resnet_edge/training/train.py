@@ -90,14 +90,15 @@ def _bf16_supported(device: torch.device) -> bool:
 
 
 def precision_note(amp: str, native_bf16: bool, device: torch.device) -> str:
-    """What the training step computes in, and why: a CPU without native bf16 trains several times slower."""
+    """What the training step computes in, and why: a CPU without bf16 kernels trains several times slower."""
     if amp == "off":
         return "fp32 (--amp off)"
     if native_bf16:
-        return "bf16 autocast" + (" (this CPU has native bf16: AMX or AVX512-BF16)" if device.type == "cpu" else "")
+        return "bf16 autocast" + (" (oneDNN has bf16 kernels for this CPU)" if device.type == "cpu" else "")
     if amp == "bf16":
-        return "bf16 autocast without native bf16 on this device (emulated; --amp auto would train in fp32)"
-    where = "this CPU has no native bf16 (AMX or AVX512-BF16)" if device.type == "cpu" else "this GPU has no bf16"
+        return "bf16 autocast, though this device has no bf16 kernels (emulated; --amp auto would train in fp32)"
+    where = ("this CPU lacks the AVX-512/AMX instructions of oneDNN's bf16 kernels" if device.type == "cpu"
+             else "this GPU has no bf16")
     return f"fp32: {where}, so training runs at fp32 speed"
 
 
