@@ -50,9 +50,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="fine-tune: start from these weights (a run's last.pt or a torchvision-style state_dict, "
                         "e.g. resnet18 ImageNet weights you have); a new classifier when the classes differ. "
                         "Use a smaller --lr, e.g. 0.01")
-    p.add_argument("--teacher", metavar="CHECKPOINT",
+    p.add_argument("--teacher", metavar="CHECKPOINT", action="append",
                    help="knowledge distillation: also learn a trained net's softened outputs (e.g. a ResNet-56's "
-                        "last.pt for a ResNet-20 to ship); same classes and input size")
+                        "last.pt for a ResNet-20 to ship); same classes and input size. Repeat it to distill an "
+                        "ensemble: the mean of the teachers' softened outputs")
     p.add_argument("--distill-weight", type=float, default=0.9,
                    help="share of the loss from the teacher, the rest from the labels (default 0.9)")
     p.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature (default 4)")

@@ -9,6 +9,9 @@ each BN is then set so that eval mode gives exactly the ONNX function: with per-
 y = w'x measured on training images (``--calib``, held-out files of ``--split`` excluded), running_mean m,
 running_var v, weight sqrt(v + eps), bias m + b'. Train-mode BN (batch statistics ~ m, v) then starts from
 the same function too. Without ``--calib``: m = 0, v = 1 - eps (exact in eval mode only: a teacher).
+Training measures its batch statistics on augmented images, so ``--augment`` (with the run's ``--cutout``)
+measures m, v on images augmented the same way (random crop with 4 pixels of padding, flip, cutout): the
+statistics a net trained that way kept as its running ones.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from onnx import numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resnet_edge.images import list_images, read_image  # noqa: E402
-from resnet_edge.preprocess import preprocess  # noqa: E402
+from resnet_edge.preprocess import PreprocessSpec, fit_frame, preprocess  # noqa: E402
+from resnet_edge.training.data import augment_batch  # noqa: E402
 from resnet_edge.metadata import ModelContract  # noqa: E402
 from resnet_edge.training.checkpoint import CHECKPOINT_FORMAT  # noqa: E402
 from resnet_edge.training.nets import create_model  # noqa: E402
@@ -99,6 +103,15 @@ def calibration_frames(folder: str, split: str | None, count: int, seed: int = 1
     return [read_image(p) for p in files[:count]]
 
 
+def augment_frames(frames: list[np.ndarray], spec: PreprocessSpec, cutout: int, seed: int = 1) -> list[np.ndarray]:
+    """BGR frames as ``resnet-edge train --cutout N`` feeds them: at the input size, randomly cropped from a
+    4-pixel zero padding, flipped, a cutout square in the mean colour; returned as BGR frames again."""
+    fitted = torch.from_numpy(np.stack([fit_frame(f, spec) for f in frames]))  # (N, H, W, 3) in the model's order
+    mean = tuple(round(255 * m) for m in spec.mean)
+    augmented = augment_batch(fitted, 4, torch.Generator().manual_seed(seed), cutout, mean).numpy()
+    return [f[..., ::-1] if spec.color_order == "RGB" else f for f in augmented]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="one of our fp32 ONNX files (metadata names the arch and labels)")
@@ -106,8 +119,15 @@ def main() -> None:
     parser.add_argument("--calib", help="training images (class folders) for the BatchNorm statistics")
     parser.add_argument("--split", help="a run's split.json: its held-out files are not used")
     parser.add_argument("--calib-size", type=int, default=4000)
+    parser.add_argument("--augment", action="store_true",
+                        help="measure on images augmented as training does (crop, flip, and --cutout)")
+    parser.add_argument("--cutout", type=int, default=0, help="with --augment: the run's --cutout (default 0)")
     args = parser.parse_args()
     frames = calibration_frames(args.calib, args.split, args.calib_size) if args.calib else None
+    if frames and args.augment:
+        proto = onnx.load(str(args.model), load_external_data=False)
+        spec = ModelContract.from_props({p.key: p.value for p in proto.metadata_props}, source=str(args.model)).preprocess
+        frames = augment_frames(frames, spec, args.cutout)
     model, contract = rebuild(args.model, frames)
     import onnxruntime as ort
 
@@ -125,7 +145,8 @@ def main() -> None:
                 "model": model.state_dict(), "optimizer": None, "epoch": 0,
                 "config": {"rebuilt_from": str(args.model)}, "history": []}, args.output)
     print(f"wrote {args.output}: {contract.arch} from {args.model}, max |logit diff| to the ONNX model {diff:.2e}"
-          + (f"; BatchNorm statistics from {len(frames)} training images" if frames else ""))
+          + (f"; BatchNorm statistics from {len(frames)} training images"
+             + (f" augmented (crop, flip, cutout {args.cutout})" if args.augment else "") if frames else ""))
 
 
 if __name__ == "__main__":

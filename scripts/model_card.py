@@ -46,6 +46,16 @@ def _file_line(path: Path) -> str:
     return f"`{path.name}`: {len(data):,} bytes, sha256 `{hashlib.sha256(data).hexdigest()}`"
 
 
+def _run_path(checkpoint: str) -> str:
+    return f"runs/{Path(checkpoint).parent.name}/{Path(checkpoint).name}"
+
+
+def _teachers(config: dict) -> list[str]:
+    """The --teacher checkpoints (one string in runs from before --teacher could be repeated)."""
+    teacher = config.get("teacher") or []
+    return [teacher] if isinstance(teacher, str) else list(teacher)
+
+
 def _train_command(config: dict) -> str:
     defaults = {"val_data": None, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
                 "label_smoothing": 0.1, "warmup_epochs": 2.0, "crop_padding": 4, "cutout": 0, "input_size": None,
@@ -56,8 +66,11 @@ def _train_command(config: dict) -> str:
              "--seed", str(config["seed"])]
     for key, default in defaults.items():
         value = config.get(key, default)
-        if key in ("init", "teacher") and value:  # the checkpoint's run folder, named as the other runs are
-            value = f"runs/{Path(value).parent.name}/{Path(value).name}"
+        if key == "teacher":  # repeated, one flag per teacher
+            parts += [part for teacher in _teachers(config) for part in ("--teacher", _run_path(teacher))]
+            continue
+        if key == "init" and value:  # the checkpoint's run folder, named as the other runs are
+            value = _run_path(value)
         if value != default:
             flag = f"--{key.replace('_', '-')}"
             parts += [flag] if value is True else [flag, str(value)]  # a switch takes no value
@@ -68,9 +81,9 @@ def _runs_before(config: dict) -> list[dict]:
     """Configs of the runs this one needs first, in training order: the ``--init`` and ``--teacher`` runs
     (and theirs), each once, where their run folder is still there to read."""
     needed: list[dict] = []
-    for key in ("init", "teacher"):
-        run_config = Path(config[key]).parent / "config.json" if config.get(key) else None
-        if run_config is not None and run_config.is_file():
+    for checkpoint in ([config["init"]] if config.get("init") else []) + _teachers(config):
+        run_config = Path(checkpoint).parent / "config.json"
+        if run_config.is_file():
             earlier = json.loads(run_config.read_text())
             needed += [c for c in _runs_before(earlier) + [earlier] if c not in needed]
     return needed
@@ -123,7 +136,8 @@ def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
         + f" per image, bf16 autocast, channels_last, seed {config['seed']}"
         + (f"; fine-tuned from `{init_run.name}`'s last.pt"
            + (" (same held-out split)" if same_split else "") if init_run is not None else "")
-        + (f"; knowledge distillation from `{Path(config['teacher']).parent.name}` (loss "
+        + (f"; knowledge distillation from " + " and ".join(f"`{Path(t).parent.name}`" for t in _teachers(config))
+           + (" (the mean of their softened outputs)" if len(_teachers(config)) > 1 else "") + " (loss "
            f"{1 - config['distill_weight']:g} x labels + {config['distill_weight']:g} x teacher at "
            f"T={config['distill_temperature']:g})" if config.get("teacher") else "") + ".",
         "- Reproduce: " + "".join(f"`{_train_command(c)}`, " for c in _runs_before(config))

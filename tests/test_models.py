@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,18 @@ def test_model_card_gives_what_a_user_needs_for_each_model():
     for line in reproduce_lines:
         for needed in re.findall(r"--(?:init|teacher) runs/([\w-]+)/last\.pt", line):
             assert f"--out runs/{needed} " in line.split(f"runs/{needed}/last.pt")[0], needed
+
+
+def test_model_card_reproduce_command_repeats_teacher_for_each_teacher():
+    sys.path.insert(0, str(MODELS.parent / "scripts"))
+    from model_card import _train_command
+
+    run = {"out": "/somewhere/runs/r56e", "arch": "resnet56", "val_split": 500.0, "epochs": 12, "seed": 0}
+    both = _train_command({**run, "teacher": ["/x/runs/r56c/last.pt", "/y/runs/r20kd2/last.pt"]})
+    assert both.endswith("--teacher runs/r56c/last.pt --teacher runs/r20kd2/last.pt")
+    # runs from before --teacher could be repeated wrote one string
+    assert _train_command({**run, "teacher": "/x/runs/r56c/last.pt"}).endswith("--teacher runs/r56c/last.pt")
+    assert "--teacher" not in _train_command({**run, "teacher": None})
 
 
 def test_default_model_carries_the_cifar10_contract_and_classifies():

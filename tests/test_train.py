@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -180,31 +181,67 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, color_folder):
     assert run_cli(*_train_args(color_folder, tmp_path / "fresh", "--epochs", "1", "--resume")).returncode == 2
 
 
-def test_distillation_teaches_the_student_what_the_teacher_knows(tmp_path, color_folder):
+def test_distillation_teaches_the_student_what_the_teachers_know(tmp_path, color_folder):
     fast = ("--epochs", "8", "--lr", "0.05", "--warmup-epochs", "0")
-    teacher = tmp_path / "teacher"
+    teacher, second = tmp_path / "teacher", tmp_path / "second"
     assert run_cli(*_train_args(color_folder, teacher, *fast)).returncode == 0
+    assert run_cli(*_train_args(color_folder, second, *fast, "--seed", "1")).returncode == 0
     # every colour of the student's training folder is filed under the wrong class; its validation folder is right:
-    # from the labels alone the student learns the wrong names, from the teacher alone the right ones
+    # from the labels alone the student learns the wrong names, from the teachers alone the right ones
     swapped = {"blue": COLOR_CLASSES["green"], "green": COLOR_CLASSES["red"], "red": COLOR_CLASSES["blue"]}
     wrong = write_class_folder(tmp_path / "wrong", swapped, per_class=24, seed=5)
     right = write_class_folder(tmp_path / "right", COLOR_CLASSES, per_class=8, seed=6)
 
-    def student(name: str, weight: str) -> tuple[str, float]:
+    def student(name: str, weight: str, *teachers) -> tuple[str, float]:
         out = tmp_path / name
         # 12 epochs: in fp32 (a CPU without bf16 kernels) the student first got every class right at epoch 9,
         # in bf16 at epoch 6; 8 epochs left it at 2 of 3 classes in fp32
         result = run_cli("train", str(wrong), "--out", str(out), "--val-data", str(right), "--arch", "resnet20",
                          "--batch-size", "16", "--threads", "1", "--no-progress", *fast, "--epochs", "12",
-                         "--teacher", str(teacher / "last.pt"), "--distill-weight", weight)
+                         *[part for t in teachers for part in ("--teacher", str(t / "last.pt"))],
+                         "--distill-weight", weight)
         assert result.returncode == 0, result.stderr
-        assert json.loads((out / "config.json").read_text())["teacher"] == str(teacher / "last.pt")
+        assert json.loads((out / "config.json").read_text())["teacher"] == [str(t / "last.pt") for t in teachers]
         return result.stderr, float(list(csv.DictReader((out / "metrics.csv").open()))[-1]["val_acc"])
 
-    log, from_teacher = student("from_teacher", "1")
-    assert f"distilling from {teacher / 'last.pt'}" in log and "1 x teacher at T=4" in log
-    _, from_labels = student("from_labels", "0")
-    assert from_teacher >= 0.9 and from_labels <= 0.2, (from_teacher, from_labels)
+    # --teacher twice: an ensemble, whose mean softened output the student learns
+    log, from_teachers = student("from_teachers", "1", teacher, second)
+    assert f"distilling from {teacher / 'last.pt'} (" in log and f" + {second / 'last.pt'} (" in log
+    assert "the mean of their softened outputs: loss = 0 x labels + 1 x teacher at T=4" in log
+    # before training, how good the target is on the validation images (colours: both teachers know them)
+    reported = re.search(rf"validation top-1 of the teacher\(s\): {re.escape(str(teacher / 'last.pt'))} ([\d.]+)%, "
+                         rf"{re.escape(str(second / 'last.pt'))} ([\d.]+)%, together ([\d.]+)%", log)
+    assert reported and all(float(value) >= 90 for value in reported.groups()), log
+    _, from_labels = student("from_labels", "0", teacher)
+    assert from_teachers >= 0.9 and from_labels <= 0.2, (from_teachers, from_labels)
+
+
+def test_a_run_from_before_teachers_were_a_list_resumes_with_its_teacher(tmp_path, color_folder):
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    assert run_cli(*_train_args(color_folder, teacher, "--epochs", "1")).returncode == 0
+    assert run_cli(*_train_args(color_folder, student, "--epochs", "1", "--teacher", str(teacher / "last.pt"))).returncode == 0
+    config = json.loads((student / "config.json").read_text())
+    (student / "config.json").write_text(json.dumps({**config, "teacher": str(teacher / "last.pt")}))  # as they wrote it
+    result = run_cli(*_train_args(color_folder, student, "--epochs", "2", "--resume"))
+    assert result.returncode == 0, result.stderr
+    assert f"distilling from {teacher / 'last.pt'} (" in result.stderr and "resuming" in result.stderr
+    assert json.loads((student / "config.json").read_text())["teacher"] == [str(teacher / "last.pt")]
+
+
+def test_an_ensemble_of_teachers_is_the_mean_of_their_softened_outputs():
+    from resnet_edge.training.train import ensemble_logits
+
+    generator = torch.Generator().manual_seed(0)
+    logits = [torch.randn(5, 4, generator=generator) * 3 for _ in range(3)]
+    assert ensemble_logits(logits[:1], 4.0) is logits[0]  # one teacher: its own logits, untouched
+    for temperature in (1.0, 4.0):
+        combined = ensemble_logits(logits, temperature)
+        mean = torch.stack([torch.softmax(z / temperature, dim=1) for z in logits]).mean(0)
+        torch.testing.assert_close(torch.softmax(combined / temperature, dim=1), mean)
+    # a confident teacher and an unsure one: the target sits between them, not at either
+    sure, unsure = torch.tensor([[8.0, 0.0]]), torch.tensor([[0.0, 0.0]])
+    target = torch.softmax(ensemble_logits([sure, unsure], 1.0), dim=1)[0, 0].item()
+    assert abs(target - (torch.sigmoid(torch.tensor(8.0)).item() + 0.5) / 2) < 1e-6
 
 
 def test_a_teacher_for_other_classes_is_refused_before_anything_is_written(tmp_path, color_folder):

@@ -67,7 +67,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the nets of the training step (Inductor): speed only, may change on resume
     seed: int = 0  # model init, the split, shuffling and augmentation all derive from it
     init: str | None = None  # fine-tuning: start from these weights (our checkpoint or a torchvision-style state_dict)
-    teacher: str | None = None  # checkpoint of a trained net (e.g. a ResNet-56) the student also learns from
+    teacher: list[str] | None = None  # checkpoints of trained nets (e.g. a ResNet-56) the student also learns from;
+    # several: an ensemble, the mean of their softened outputs
     distill_weight: float = 0.9  # share of the loss from matching the teacher (Hinton et al. 2015); rest: labels
     distill_temperature: float = 4.0  # softens both distributions so the teacher's near-misses carry signal
     swa_epochs: int = 0  # the last N epochs run at a constant swa_lr and ship the average of their weights; 0 = off
@@ -313,6 +314,29 @@ def load_init_weights(model: nn.Module, state: dict, path: str, classes: list[st
         _log(f"starting from {path}: all but the classifier ({theirs}); a new one for {len(classes)} classes")
 
 
+def ensemble_logits(teacher_logits: list[torch.Tensor], temperature: float) -> torch.Tensor:
+    """One teacher's logits as they are; several teachers' as T x log(mean_k softmax(z_k / T)): logits whose
+    temperature-T softmax is the mean of theirs, the target Hinton et al. (2015) distil an ensemble into.
+    Logits: (B, classes), float32."""
+    if len(teacher_logits) == 1:
+        return teacher_logits[0]
+    log_probs = torch.stack([F.log_softmax(z / temperature, dim=1) for z in teacher_logits])  # (K, B, classes)
+    return temperature * (torch.logsumexp(log_probs, dim=0) - math.log(len(teacher_logits)))
+
+
+@torch.no_grad()
+def teacher_accuracy(teachers: list[tuple[nn.Module, PreprocessSpec]], split: InMemorySplit, device: torch.device,
+                     temperature: float, batch_size: int = 500) -> list[float]:
+    """Top-1 on ``split`` of each teacher, then (several teachers) of the ensemble target they give together."""
+    correct = [0] * (len(teachers) + (len(teachers) > 1))
+    for start in range(0, len(split), batch_size):
+        images, labels = split.images[start : start + batch_size], split.labels[start : start + batch_size].to(device)
+        logits = [teacher.eval()(to_input(images, teacher_spec, device)).float() for teacher, teacher_spec in teachers]
+        for i, z in enumerate(logits + [ensemble_logits(logits, temperature)] * (len(teachers) > 1)):
+            correct[i] += int((z.argmax(1) == labels).sum())
+    return [c / max(len(split), 1) for c in correct]
+
+
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(teacher || student) between temperature-softened distributions, times T^2 so that its gradients
     keep their size whatever T is (Hinton et al. 2015). Logits: (B, classes), float32."""
@@ -380,6 +404,8 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
         previous = json.loads((out / "config.json").read_text())
         previous.update(epochs=config.epochs, compile=config.compile)  # may be extended or sped up; nothing else changes
         config = TrainConfig(**{k: v for k, v in previous.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+        if isinstance(config.teacher, str):  # runs from before --teacher could be repeated
+            config = dataclasses.replace(config, teacher=[config.teacher])
         config = dataclasses.replace(config, arch=config.arch or "resnet20", shortcut=config.shortcut or "A")
     else:
         config, init_state = resolve_init(config)  # checked before minutes of decoding
@@ -401,17 +427,20 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
         val_folder = folder
         train_idx, val_idx = split_per_class([label for _, label in folder.samples], config.val_split, config.seed)
 
-    # the teacher is checked before minutes of decoding
-    teacher, teacher_spec = None, None
+    # the teachers are checked before minutes of decoding
+    teachers: list[tuple[nn.Module, PreprocessSpec]] = []
     if config.teacher:
         if not 0.0 <= config.distill_weight <= 1.0 or config.distill_temperature <= 0:
             raise UserError(f"--distill-weight must be in [0, 1] and --distill-temperature > 0, got "
                             f"{config.distill_weight} and {config.distill_temperature}")
-        teacher, teacher_spec = load_teacher(config.teacher, folder.classes, side, device)
-        _check_held_out(Path(config.teacher), "teacher", val_folder, val_idx)
-        _log(f"distilling from {config.teacher} ({sum(p.numel() for p in teacher.parameters()):,} parameters): "
-             f"loss = {1 - config.distill_weight:g} x labels + {config.distill_weight:g} x teacher at "
-             f"T={config.distill_temperature:g}")
+        for path in config.teacher:
+            teachers.append(load_teacher(path, folder.classes, side, device))
+            _check_held_out(Path(path), "teacher", val_folder, val_idx)
+        names = " + ".join(f"{path} ({sum(p.numel() for p in net.parameters()):,} parameters)"
+                           for path, (net, _) in zip(config.teacher, teachers))
+        mean_of = ", the mean of their softened outputs" if len(teachers) > 1 else ""
+        _log(f"distilling from {names}{mean_of}: loss = {1 - config.distill_weight:g} x labels + "
+             f"{config.distill_weight:g} x teacher at T={config.distill_temperature:g}")
 
     torch.manual_seed(config.seed)
     extra = {"shortcut": config.shortcut} if spec_entry.layout == "cifar" else {}
@@ -441,7 +470,12 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
     spec = PreprocessSpec(input_size=(side, side), mean=mean, std=std, color_order="RGB", crop_ratio=1.0)
     cutout_fill = tuple(round(255 * m) for m in mean)  # the mean colour: 0 after normalisation
     # a teacher trained on the same data normalises as the student does: its input is then the student's own
-    teacher_own_input = teacher is not None and (teacher_spec.mean, teacher_spec.std) != (spec.mean, spec.std)
+    own_input = [(teacher_spec.mean, teacher_spec.std) != (spec.mean, spec.std) for _, teacher_spec in teachers]
+    if teachers and _is_main():  # worth knowing before hours of training: is the target better than the student?
+        accuracies = teacher_accuracy(teachers, val_split, device, config.distill_temperature)
+        together = f", together {100 * accuracies[-1]:.2f}%" if len(teachers) > 1 else ""
+        _log("validation top-1 of the teacher(s): " + ", ".join(f"{path} {100 * acc:.2f}%" for path, acc in
+                                                              zip(config.teacher, accuracies)) + together)
     _log(f"data: {len(train_split)} train / {len(val_split)} validation images, {len(folder.classes)} classes, "
          f"skipped {skipped_train + skipped_val} unreadable; {world} process(es) x {threads} thread(s) on {device}")
 
@@ -464,7 +498,7 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
     if config.compile:  # fuses BN/ReLU/add around the convolutions; checkpoints still come from the plain `model`
         _log("torch.compile: the first steps compile the network (a minute or two), then run faster")
         net = torch.compile(net)
-        teacher = torch.compile(teacher) if teacher is not None else None
+        teachers = [(torch.compile(teacher), teacher_spec) for teacher, teacher_spec in teachers]
 
     if config.amp not in ("auto", "bf16", "off"):
         raise UserError(f"--amp must be auto, bf16 or off, got {config.amp!r}")
@@ -517,10 +551,12 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                         logits = net(x)
                         loss = criterion(logits.float(), labels)
-                        if teacher is not None:
+                        if teachers:
                             with torch.no_grad():
-                                x_teacher = to_input(images, teacher_spec, device) if teacher_own_input else x
-                                teacher_logits = teacher(x_teacher).float()
+                                teacher_logits = ensemble_logits(
+                                    [teacher(to_input(images, teacher_spec, device) if own else x).float()
+                                     for (teacher, teacher_spec), own in zip(teachers, own_input)],
+                                    config.distill_temperature)
                             loss = ((1 - config.distill_weight) * loss + config.distill_weight
                                     * distillation_loss(logits.float(), teacher_logits, config.distill_temperature))
                     optimizer.zero_grad(set_to_none=True)
