@@ -46,6 +46,22 @@ def _file_line(path: Path) -> str:
     return f"`{path.name}`: {len(data):,} bytes, sha256 `{hashlib.sha256(data).hexdigest()}`"
 
 
+def trained_in_bf16(config: dict) -> bool:
+    """Whether the run trained under bf16 autocast: ``--amp bf16``, or ``auto`` where the CPU has oneDNN's bf16
+    kernels. A card is printed on the machine that trained the run, so ``auto`` is decided as training did."""
+    if config.get("amp", "auto") != "auto" or config.get("device", "cpu") != "cpu":
+        return config.get("amp") == "bf16" or config.get("device") == "cuda"
+    import torch  # the train extra, which made the run
+
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _precision(config: dict) -> str:
+    if trained_in_bf16(config):
+        return "bf16 autocast"
+    return "fp32 (`--amp off`)" if config.get("amp") == "off" else "fp32 (`--amp auto` on a CPU without bf16 kernels)"
+
+
 def _run_path(checkpoint: str) -> str:
     return f"runs/{Path(checkpoint).parent.name}/{Path(checkpoint).name}"
 
@@ -133,7 +149,7 @@ def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
         f"{config['weight_decay']:g} (conv/linear weights), label smoothing {config['label_smoothing']}, random crop "
         f"(pad {config['crop_padding']}) + horizontal flip"
         + (f" + cutout {config['cutout']}x{config['cutout']} (mean colour)" if config.get("cutout") else "")
-        + f" per image, bf16 autocast, channels_last, seed {config['seed']}"
+        + f" per image, {_precision(config)}, channels_last, seed {config['seed']}"
         + (f"; fine-tuned from `{init_run.name}`'s last.pt"
            + (" (same held-out split)" if same_split else "") if init_run is not None else "")
         + (f"; knowledge distillation from " + " and ".join(f"`{Path(t).parent.name}`" for t in _teachers(config))
@@ -156,7 +172,8 @@ def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
         "| model | precision | validation top-1 | file |",
         "|---|---|---|---|",
     ]
-    for key, label, path in (("pytorch", "checkpoint (bf16-trained, fp32 eval)", None), ("fp32", "ONNX fp32", fp32),
+    trained = "checkpoint (bf16-trained, fp32 eval)" if trained_in_bf16(config) else "checkpoint (fp32-trained)"
+    for key, label, path in (("pytorch", trained, None), ("fp32", "ONNX fp32", fp32),
                              ("int8", _int8_label(int8) if int8.exists() else "", int8)):
         if key in models:
             size = f"{path.stat().st_size / 1e6:.2f} MB" if path else "-"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import run_cli
 
 from resnet_edge.metadata import ModelContract
@@ -57,6 +58,18 @@ def test_model_card_reproduce_command_repeats_teacher_for_each_teacher():
     # runs from before --teacher could be repeated wrote one string
     assert _train_command({**run, "teacher": "/x/runs/r56c/last.pt"}).endswith("--teacher runs/r56c/last.pt")
     assert "--teacher" not in _train_command({**run, "teacher": None})
+
+
+def test_model_card_names_the_precision_the_run_trained_in():
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(MODELS.parent / "scripts"))
+    from model_card import _precision
+
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    auto = "bf16 autocast" if native else "fp32 (`--amp auto` on a CPU without bf16 kernels)"
+    assert _precision({"amp": "auto"}) == auto  # what `resnet-edge train --amp auto` chose on this machine
+    assert _precision({"amp": "off"}) == "fp32 (`--amp off`)"
+    assert _precision({"amp": "bf16"}) == "bf16 autocast"
 
 
 def test_default_model_carries_the_cifar10_contract_and_classifies():
