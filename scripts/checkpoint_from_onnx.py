@@ -33,13 +33,19 @@ from resnet_edge.images import list_images, read_image  # noqa: E402
 from resnet_edge.preprocess import PreprocessSpec, fit_frame, preprocess  # noqa: E402
 from resnet_edge.training.data import augment_batch  # noqa: E402
 from resnet_edge.metadata import ModelContract  # noqa: E402
+from resnet_edge.onnxfile import read_model_file  # noqa: E402
 from resnet_edge.training.checkpoint import CHECKPOINT_FORMAT  # noqa: E402
 from resnet_edge.training.nets import create_model  # noqa: E402
 
 
+def read_contract(onnx_path: Path) -> tuple[onnx.ModelProto, ModelContract]:
+    """The model, vetted as every tool of ours reads one (no external data), and the contract it carries."""
+    data, summary = read_model_file(onnx_path)
+    return onnx.load_from_string(data), ModelContract.from_props(summary.metadata, source=str(onnx_path))
+
+
 def rebuild(onnx_path: Path, calib_frames: list[np.ndarray] | None) -> tuple[torch.nn.Module, ModelContract]:
-    proto = onnx.load(str(onnx_path))
-    contract = ModelContract.from_props({p.key: p.value for p in proto.metadata_props}, source=str(onnx_path))
+    proto, contract = read_contract(onnx_path)
     inits = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in proto.graph.initializer}
     for node in proto.graph.node:  # the exporter shares equal tensors (e.g. fresh BN biases) through Identity
         if node.op_type == "Identity" and node.input[0] in inits:
@@ -125,9 +131,7 @@ def main() -> None:
     args = parser.parse_args()
     frames = calibration_frames(args.calib, args.split, args.calib_size) if args.calib else None
     if frames and args.augment:
-        proto = onnx.load(str(args.model), load_external_data=False)
-        spec = ModelContract.from_props({p.key: p.value for p in proto.metadata_props}, source=str(args.model)).preprocess
-        frames = augment_frames(frames, spec, args.cutout)
+        frames = augment_frames(frames, read_contract(args.model)[1].preprocess, args.cutout)
     model, contract = rebuild(args.model, frames)
     import onnxruntime as ort
 

@@ -49,8 +49,10 @@ def _file_line(path: Path) -> str:
 def trained_in_bf16(config: dict) -> bool:
     """Whether the run trained under bf16 autocast: ``--amp bf16``, or ``auto`` where the CPU has oneDNN's bf16
     kernels. A card is printed on the machine that trained the run, so ``auto`` is decided as training did."""
-    if config.get("amp", "auto") != "auto" or config.get("device", "cpu") != "cpu":
-        return config.get("amp") == "bf16" or config.get("device") == "cuda"
+    if config.get("amp", "auto") != "auto":
+        return config["amp"] == "bf16"
+    if config.get("device", "cpu") == "cuda":  # bf16 is native on the GPUs torch trains on
+        return True
     import torch  # the train extra, which made the run
 
     return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
