@@ -31,15 +31,15 @@ from resnet_edge.images import read_image  # noqa: E402
 from resnet_edge.metadata import ModelContract  # noqa: E402
 from resnet_edge.onnxfile import read_model_file  # noqa: E402
 from resnet_edge.preprocess import preprocess  # noqa: E402
+from resnet_edge.providers import cpu_flags as read_cpu_flags  # noqa: E402
 from resnet_edge.quantize import QuantizeOptions, quantize  # noqa: E402
 from resnet_edge.verify import labelled_set  # noqa: E402
 
 
 def cpu_flags() -> str:
     """The CPU features that decide the int8 kernels (Linux; elsewhere 'unknown')."""
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
+    flags = read_cpu_flags()
+    if flags is None:
         return "unknown"
     wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"]
     return " ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)

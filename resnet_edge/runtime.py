@@ -21,7 +21,7 @@ from .errors import UserError, first_line
 from .metadata import ModelContract
 from .onnxfile import ModelFileError, OnnxSummary, check_runtime_opsets, read_model_file, strip_graph_outputs
 from .preprocess import preprocess
-from .providers import ProviderPlan, check_actual, plan_providers, warn
+from .providers import ProviderPlan, check_actual, int8_cpu_warnings, plan_providers, warn
 
 
 @dataclass
@@ -109,6 +109,7 @@ class Classifier:
         self.session = self._make_session(fast_bytes)
         self.providers_running = self.session.get_providers()
         self.warnings += check_actual(self.plan, self.providers_running)
+        self.warnings += int8_cpu_warnings(contract.extra.get("quantization"), self.providers_running)
         if not quiet:
             for message in self.warnings:
                 warn(message)

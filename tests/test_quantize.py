@@ -213,7 +213,7 @@ def test_calibration_can_exclude_a_runs_validation_split(tmp_path):
         calibration_groups(data, exclude=every)
 
 
-def test_int8_weight_bits_8_uses_the_full_int8_range(models, color_folder, tmp_path):
+def test_int8_weight_bits_8_uses_the_full_int8_range(models, color_folder, tmp_path, monkeypatch, capsys):
     out = tmp_path / "colors.w8.int8.onnx"
     result = run_cli("quantize", str(models.fp32), "--calib", str(color_folder), "-o", str(out), "--calib-size", "30",
                      "--weight-bits", "8", "--no-progress")
@@ -229,3 +229,38 @@ def test_int8_weight_bits_8_uses_the_full_int8_range(models, color_folder, tmp_p
     bad = run_cli("quantize", str(models.fp32), "--calib", str(color_folder), "-o", str(tmp_path / "x.onnx"),
                   "--weight-bits", "6")
     assert bad.returncode == 2 and "--weight-bits" in bad.stderr and not (tmp_path / "x.onnx").exists()
+
+    # run on ORT's CPU provider of an x86 CPU without VNNI, that file says it may answer differently there
+    image = str(next(color_folder.rglob("*.png")))
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    for flags, model, warned in [({"avx2"}, out, True), ({"avx2", "avx512_vnni"}, out, False),
+                                 ({"avx2", "avx_vnni"}, out, False), ({"avx2"}, models.int8, False)]:
+        monkeypatch.setattr("resnet_edge.providers.cpu_flags", lambda flags=flags: frozenset(flags))
+        capsys.readouterr()
+        assert main(["classify", "-m", str(model), "-s", image, "-k", "1", "--provider", "cpu"]) == 0
+        stderr = capsys.readouterr().err
+        assert ("warning: this int8 model has 8-bit weights and this CPU has no VNNI" in stderr) == warned, (flags, stderr)
+        if warned:
+            assert "7-bit weights" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_int8_cpu_warning_only_for_8_bit_u8s8_files_on_x86_without_vnni(monkeypatch):
+    from resnet_edge.providers import int8_cpu_warnings
+
+    cpu, cuda = ["CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    eight = {"format": "QDQ", "activation_type": "uint8", "weight_bits": 8}
+    avx2 = frozenset({"avx2", "fma"})
+    assert len(int8_cpu_warnings(eight, cpu, avx2, "x86_64")) == 1
+    assert len(int8_cpu_warnings(eight, cpu, avx2, "AMD64")) == 1  # Windows' name
+    assert len(int8_cpu_warnings({"format": "QDQ"}, cpu, avx2, "x86_64")) == 1  # before weight_bits was recorded
+    for quantization, running, flags, machine in [
+            ({**eight, "weight_bits": 7}, cpu, avx2, "x86_64"),  # 7 bits cannot saturate
+            ({**eight, "activation_type": "int8"}, cpu, avx2, "x86_64"),  # not the U8S8 kernels
+            ({"format": "fp16"}, cpu, avx2, "x86_64"),
+            (None, cpu, avx2, "x86_64"),  # no metadata: cannot tell
+            (eight, cuda, avx2, "x86_64"),  # the GPU's kernels
+            (eight, cpu, avx2 | {"amx_int8"}, "x86_64"),
+            (eight, cpu, frozenset(), "aarch64")]:
+        assert int8_cpu_warnings(quantization, running, flags, machine) == [], (quantization, running, flags, machine)
+    monkeypatch.setattr("resnet_edge.providers.cpu_flags", lambda: None)  # flags unknown (not Linux): no guess
+    assert int8_cpu_warnings(eight, cpu, machine="x86_64") == []
