@@ -420,6 +420,27 @@ def test_weight_averaging_over_every_epoch_runs_at_the_averaging_lr_from_the_fir
     assert torch.load(out / "last.pt", weights_only=True)["averaged_epochs"] == 2
 
 
+def test_weight_averaging_batchnorm_pass_shuffles_a_split_stored_class_by_class():
+    from resnet_edge.preprocess import PreprocessSpec
+    from resnet_edge.training.data import InMemorySplit, to_input
+    from resnet_edge.training.train import WeightAverage
+
+    # two classes, dark then bright, stored in that order as load_split stores them: batches taken in order
+    # would each hold one class and see only the small variance inside it
+    noise = torch.randint(0, 10, (64, 4, 4, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    images = noise + torch.tensor([30] * 32 + [220] * 32, dtype=torch.uint8)[:, None, None, None]
+    split = InMemorySplit(images, torch.tensor([0] * 32 + [1] * 32), [""] * 64)
+    spec = PreprocessSpec((4, 4))
+    average = WeightAverage(torch.nn.Sequential(torch.nn.BatchNorm2d(3)))
+    average.measure_batchnorm(split, lambda batch: batch, spec, torch.device("cpu"), use_bf16=False, batch_size=16,
+                              generator=torch.Generator().manual_seed(1))
+    x = to_input(images, spec, torch.device("cpu"))  # (64, 3, 4, 4)
+    measured, whole, inside = average.model[0].running_var, x.var(dim=(0, 2, 3)), x[:32].var(dim=(0, 2, 3))
+    assert (inside < 0.01 * whole).all()  # what class-by-class batches would measure
+    assert torch.allclose(measured, whole, rtol=0.3), (measured, whole)  # mixed batches, as in training
+    assert torch.allclose(average.model[0].running_mean, x.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+
 def _measure_batchnorm_on_rank(rank: int, world: int, port: int, out: str) -> None:
     """One process of the sharded BatchNorm pass (module level so that spawn can start it)."""
     import torch.distributed as dist
@@ -438,7 +459,8 @@ def _measure_batchnorm_on_rank(rank: int, world: int, port: int, out: str) -> No
     split = InMemorySplit(images, torch.zeros(68, dtype=torch.int64), [""] * 68)
     average = WeightAverage(create_model("resnet20", num_classes=3))
     average.measure_batchnorm(split, lambda batch: batch, PreprocessSpec((8, 8)), torch.device("cpu"),
-                              use_bf16=False, batch_size=16, rank=rank, world=world)
+                              use_bf16=False, batch_size=16, generator=torch.Generator().manual_seed(2),
+                              rank=rank, world=world)  # the same order on every rank
     if rank == 0:
         torch.save(average.model.state_dict(), out)
     if world > 1:

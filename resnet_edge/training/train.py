@@ -130,21 +130,24 @@ class WeightAverage:
     @torch.no_grad()
     def measure_batchnorm(self, split: InMemorySplit, augment: Callable[[torch.Tensor], torch.Tensor],
                           spec: PreprocessSpec, device: torch.device, use_bf16: bool, batch_size: int,
-                          rank: int = 0, world: int = 1) -> None:
-        """Running mean/var of every BN layer, averaged over one pass of training batches augmented as in
-        training: the statistics the weights were trained under. (Clean images give other statistics, and cost
-        4 points of validation accuracy on a ResNet-20 with cutout here.) Under torchrun each rank measures
-        every world-th batch and the ranks' means are averaged: the same statistics, 1/world of the work."""
+                          generator: torch.Generator, rank: int = 0, world: int = 1) -> None:
+        """Running mean/var of every BN layer, averaged over one pass of training batches shuffled and augmented
+        as in training: the statistics the weights were trained under. (Clean images give other statistics, and
+        cost 4 points of validation accuracy on a ResNet-20 with cutout here. Unshuffled batches, one class each
+        since a split is stored class by class, miss the variance between classes: 91.58% instead of 92.54% on
+        a ResNet-56.) Under torchrun each rank measures every world-th batch of the same order (``generator`` is
+        seeded alike on every rank) and the ranks' means are averaged: the same statistics, 1/world of the work."""
         norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         for norm in norms:
             norm.reset_running_stats()
             norm.momentum = None  # None: a cumulative average over all batches, not an exponential one
         self.model.train()
+        order = torch.randperm(len(split), generator=generator)
         starts = range(0, len(split) - batch_size + 1, batch_size)
         starts = starts[: len(starts) - len(starts) % world]  # as many batches on every rank: their means weigh equally
         for start in starts[rank::world]:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                self.model(to_input(augment(split.images[start : start + batch_size]), spec, device))
+                self.model(to_input(augment(split.images[order[start : start + batch_size]]), spec, device))
         for norm in norms:
             if world > 1:
                 for statistic in (norm.running_mean, norm.running_var):
@@ -580,7 +583,7 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
                     average.measure_batchnorm(
                         train_split, lambda images: augment_batch(images, config.crop_padding, bn_generator,
                                                                   config.cutout, cutout_fill),
-                        spec, device, use_bf16, config.batch_size, rank, world)
+                        spec, device, use_bf16, config.batch_size, bn_generator, rank, world)
                     shipped = average.model
                 val_loss, val_acc = evaluate(shipped, val_split, spec, device, rank, world)
                 row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,
