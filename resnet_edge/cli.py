@@ -25,7 +25,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-data", help="separate validation folder (same classes)")
     p.add_argument("--val-split", type=float, default=0.1,
                    help="hold out this share of each class (< 1) or this many images per class (>= 1); default 0.1")
-    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--epochs", type=int,
+                   help="passes over the training split (default 150); with --resume the run's own, or more to extend it")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
     p.add_argument("--momentum", type=float, default=0.9)
@@ -71,7 +72,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
     config = TrainConfig(
         data=args.data, out=args.out, arch=args.arch, val_data=args.val_data, val_split=args.val_split,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+        # resuming without --epochs keeps the run's own count (a default of 150 would silently extend its schedule)
+        epochs=args.epochs if args.epochs is not None else (None if args.resume else TrainConfig.epochs),
+        batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, warmup_epochs=args.warmup_epochs,
         crop_padding=args.crop_padding, cutout=args.cutout, input_size=args.input_size, shortcut=args.shortcut, amp=args.amp,
         device=args.device, threads=args.threads, compile=args.compile, seed=args.seed, init=args.init, teacher=args.teacher,

@@ -108,11 +108,13 @@ def test_resume_after_a_kill_reaches_the_same_weights(tmp_path):
     process.wait()
     saved = torch.load(killed / "last.pt", weights_only=True)
     assert 1 <= saved["epoch"] <= 4
-    # last.pt loaded whole above, even if the kill left a temp file of the next epoch's checkpoint beside it
-    resumed = run_cli(*_train_args(data, killed, *args, "--resume"))
+    # last.pt loaded whole above, even if the kill left a temp file of the next epoch's checkpoint beside it;
+    # resumed as the interrupted message says, without --epochs: the run's own 4, not the default 150
+    resumed = run_cli(*_train_args(data, killed, "--amp", "off", "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     if saved["epoch"] < 4:
-        assert f"resuming {killed} after epoch {saved['epoch']}" in resumed.stderr
+        assert f"resuming {killed} after epoch {saved['epoch']} of 4" in resumed.stderr
+    assert json.loads((killed / "config.json").read_text())["epochs"] == 4
     assert "precision: fp32 (--amp off)" in resumed.stderr
     a = torch.load(straight / "last.pt", weights_only=True)["model"]
     b = torch.load(killed / "last.pt", weights_only=True)["model"]

@@ -50,7 +50,7 @@ class TrainConfig:
     arch: str | None = None  # registry name (resnet20..110, resnet18..152, plain twins); None: --init's, else resnet20
     val_data: str | None = None  # a separate validation folder; else --val-split holds out part of data
     val_split: float = 0.1  # held-out share per class (< 1) or images per class (>= 1), seeded
-    epochs: int = 150  # passes over the training split
+    epochs: int | None = 150  # passes over the training split; None with resume: the run's own
     batch_size: int = 128  # global batch, shared out over torchrun processes
     lr: float = 0.1  # peak learning rate, reached after warm-up (for batch 128; scale linearly)
     momentum: float = 0.9  # Nesterov momentum
@@ -405,13 +405,17 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
     init_state = None
     if resume:  # the weights come from last.pt; --init only mattered for the first epoch
         previous = json.loads((out / "config.json").read_text())
-        previous.update(epochs=config.epochs, compile=config.compile)  # may be extended or sped up; nothing else changes
+        previous.update(compile=config.compile)  # may be sped up, and extended (below); nothing else changes
+        if config.epochs is not None:
+            previous.update(epochs=config.epochs)
         config = TrainConfig(**{k: v for k, v in previous.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
         if isinstance(config.teacher, str):  # runs from before --teacher could be repeated
             config = dataclasses.replace(config, teacher=[config.teacher])
         config = dataclasses.replace(config, arch=config.arch or "resnet20", shortcut=config.shortcut or "A")
     else:
         config, init_state = resolve_init(config)  # checked before minutes of decoding
+    if config.epochs is None or config.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {config.epochs}")
     if config.compile:
         _check_compiler(device)
     if not 0 <= config.swa_epochs <= config.epochs or config.swa_lr <= 0:
@@ -496,7 +500,7 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
         optimizer.load_state_dict(state["optimizer"])
         rows = list(state["history"])
         start_epoch = int(state["epoch"])
-        _log(f"resuming {out} after epoch {start_epoch}")
+        _log(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
     net = nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model
     if config.compile:  # fuses BN/ReLU/add around the convolutions; checkpoints still come from the plain `model`
         _log("torch.compile: the first steps compile the network (a minute or two), then run faster")
