@@ -3,11 +3,13 @@
     python benchmarks/train_throughput.py --data /tmp/cifar10/train --arch resnet20 --steps 30
 
 "ours" is what `resnet-edge train` does per step: images decoded once into memory as uint8, per-image
-random crop + flip drawn for the whole batch in one gather, bf16 autocast, channels_last.
+random crop + flip drawn for the whole batch in one gather, channels_last, timed both under bf16 autocast and
+in fp32; the table marks the one `--amp auto` picks on this CPU (bf16 only with AMX: with AVX512-BF16 alone
+oneDNN's bf16 steps ran slower than fp32) and the target ratio is taken from that one.
 "plain" is the textbook loop: a Dataset that reads and decodes each JPEG from disk, crops and flips it in
 numpy, a DataLoader that collates, fp32 NCHW tensors. Both run SGD with Nesterov momentum on the same
 architecture, batch size and thread count, alternating rounds so machine noise hits both alike.
-``--compile`` adds a third loop, ours under torch.compile (`resnet-edge train --compile`), timed after it compiled.
+``--compile`` adds one more loop, the `--amp auto` one under torch.compile (`resnet-edge train --compile`), timed after it compiled.
 Target (issue 3): ours >= 2.0x plain on this machine.
 """
 
@@ -29,6 +31,7 @@ from resnet_edge.images import ImageFolder, read_image  # noqa: E402
 from resnet_edge.preprocess import CIFAR10_MEAN, CIFAR10_STD, PreprocessSpec, fit_frame  # noqa: E402
 from resnet_edge.training.data import augment_batch, to_input  # noqa: E402
 from resnet_edge.training.nets import create_model  # noqa: E402
+from resnet_edge.training.train import autocast_bf16  # noqa: E402
 
 
 class PlainDataset(torch.utils.data.Dataset):
@@ -55,13 +58,13 @@ class PlainDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(chw)), label
 
 
-def run_ours(model, optimizer, images, labels, spec, batch, steps, generator) -> float:
+def run_ours(model, optimizer, images, labels, spec, batch, steps, generator, bf16: bool) -> float:
     model.train()
     started = time.perf_counter()
     for _ in range(steps):
         idx = torch.randint(0, len(labels), (batch,), generator=generator)
         x = to_input(augment_batch(images[idx], 4, generator), spec, torch.device("cpu"))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = nn.functional.cross_entropy(model(x).float(), labels[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -104,12 +107,17 @@ def main() -> None:
     classes = len(folder.classes)
 
     torch.manual_seed(0)
-    ours_model = create_model(args.arch, num_classes=classes).to(memory_format=torch.channels_last)
-    plain_model = create_model(args.arch, num_classes=classes)
-    ours_opt = torch.optim.SGD(ours_model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
-    compiled_model = create_model(args.arch, num_classes=classes).to(memory_format=torch.channels_last)
-    compiled_opt = torch.optim.SGD(compiled_model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    auto_bf16 = autocast_bf16("auto", torch.device("cpu"))  # what `resnet-edge train --amp auto` picks here
+
+    def ours_net() -> tuple[nn.Module, torch.optim.Optimizer]:
+        model = create_model(args.arch, num_classes=classes).to(memory_format=torch.channels_last)
+        return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+
+    bf16_model, bf16_opt = ours_net()
+    fp32_model, fp32_opt = ours_net()
+    compiled_model, compiled_opt = ours_net()
     compiled_net = torch.compile(compiled_model)
+    plain_model = create_model(args.arch, num_classes=classes)
     plain_opt = torch.optim.SGD(plain_model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     loader = torch.utils.data.DataLoader(PlainDataset(samples, spec), batch_size=args.batch_size, shuffle=True,
                                          drop_last=True, num_workers=0)
@@ -120,28 +128,39 @@ def main() -> None:
 
     plain_iter = endless()
     generator = torch.Generator().manual_seed(0)
-    run_ours(ours_model, ours_opt, images, labels, spec, args.batch_size, 3, generator)  # warm-up
-    run_plain(plain_model, plain_opt, plain_iter, args.batch_size, 3)
+    loops = {  # name -> one timed round (images/s)
+        "plain": lambda steps: run_plain(plain_model, plain_opt, plain_iter, args.batch_size, steps),
+        "bf16": lambda steps: run_ours(bf16_model, bf16_opt, images, labels, spec, args.batch_size, steps,
+                                       generator, bf16=True),
+        "fp32": lambda steps: run_ours(fp32_model, fp32_opt, images, labels, spec, args.batch_size, steps,
+                                       generator, bf16=False),
+    }
     if args.compile:
-        run_ours(compiled_net, compiled_opt, images, labels, spec, args.batch_size, 3, generator)  # compiles here
-    ours, plain, compiled = [], [], []
-    for _ in range(args.rounds):
-        ours.append(run_ours(ours_model, ours_opt, images, labels, spec, args.batch_size, args.steps, generator))
-        plain.append(run_plain(plain_model, plain_opt, plain_iter, args.batch_size, args.steps))
-        if args.compile:
-            compiled.append(run_ours(compiled_net, compiled_opt, images, labels, spec, args.batch_size, args.steps,
-                                     generator))
-    o, p = statistics.median(ours), statistics.median(plain)
+        loops["compiled"] = lambda steps: run_ours(compiled_net, compiled_opt, images, labels, spec, args.batch_size,
+                                                   steps, generator, bf16=auto_bf16)
+    for run in loops.values():
+        run(3)  # warm-up (and, for the compiled loop, compiling)
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(args.rounds):  # alternating rounds: machine noise hits every loop alike
+        for name, run in loops.items():
+            rates[name].append(run(args.steps))
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    p = median["plain"]
+    auto = "bf16" if auto_bf16 else "fp32"
+    mark = {name: " (`--amp auto` here)" if name == auto else "" for name in ("bf16", "fp32")}
     print(f"training throughput, {args.arch}, batch {args.batch_size}, {torch.get_num_threads()} threads, "
           f"{args.rounds} alternating rounds of {args.steps} steps (median)")
-    print(f"| loop | images/s | vs plain |")
-    print(f"|---|---:|---:|")
+    print("| loop | images/s | vs plain |")
+    print("|---|---:|---:|")
     print(f"| plain: disk decode per step, per-image numpy aug, fp32 NCHW | {p:.0f} | 1.00x |")
-    print(f"| resnet-edge train: in-memory uint8, batched aug, bf16 autocast, channels_last | {o:.0f} | {o / p:.2f}x |")
-    if compiled:
-        c = statistics.median(compiled)
-        print(f"| resnet-edge train --compile: the same under torch.compile | {c:.0f} | {c / p:.2f}x |")
-
+    for name in ("bf16", "fp32"):
+        precision = "bf16 autocast" if name == "bf16" else "fp32"
+        print(f"| resnet-edge train: in-memory uint8, batched aug, {precision}, channels_last{mark[name]} | "
+              f"{median[name]:.0f} | {median[name] / p:.2f}x |")
+    if args.compile:
+        c = median["compiled"]
+        print(f"| resnet-edge train --compile: the `--amp auto` loop under torch.compile | {c:.0f} | {c / p:.2f}x |")
+    print(f"target (issue 3): `--amp auto` loop >= 2.0x plain: {median[auto] / p:.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -39,7 +39,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "& Taylor 2017)")
     p.add_argument("--input-size", type=int, help="square input side (default: 32 for CIFAR nets, 224 for ImageNet nets)")
     p.add_argument("--shortcut", choices=["A", "B"], help="CIFAR nets: A zero-pad (paper, the default) or B projection")
-    p.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto")
+    p.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto",
+                   help="bf16 autocast: auto (default) where it is faster (a GPU with bf16, a CPU with AMX), bf16 "
+                        "always, off for fp32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / processes)")
     p.add_argument("--compile", action="store_true",

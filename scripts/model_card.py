@@ -47,21 +47,19 @@ def _file_line(path: Path) -> str:
 
 
 def trained_in_bf16(config: dict) -> bool:
-    """Whether the run trained under bf16 autocast: ``--amp bf16``, or ``auto`` where the CPU has oneDNN's bf16
-    kernels. A card is printed on the machine that trained the run, so ``auto`` is decided as training did."""
-    if config.get("amp", "auto") != "auto":
-        return config["amp"] == "bf16"
-    if config.get("device", "cpu") == "cuda":  # bf16 is native on the GPUs torch trains on
-        return True
+    """Whether the run trained under bf16 autocast: ``--amp bf16``, or ``auto`` where bf16 is the faster choice.
+    A card is printed on the machine that trained the run, so ``auto`` is decided as training did."""
     import torch  # the train extra, which made the run
 
-    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    from resnet_edge.training.train import autocast_bf16
+
+    return autocast_bf16(config.get("amp", "auto"), torch.device(config.get("device", "cpu")))
 
 
 def _precision(config: dict) -> str:
     if trained_in_bf16(config):
         return "bf16 autocast"
-    return "fp32 (`--amp off`)" if config.get("amp") == "off" else "fp32 (`--amp auto` on a CPU without bf16 kernels)"
+    return "fp32 (`--amp off`)" if config.get("amp") == "off" else "fp32 (`--amp auto` on a CPU without fast bf16)"
 
 
 def _run_path(checkpoint: str) -> str:

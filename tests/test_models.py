@@ -65,9 +65,12 @@ def test_model_card_names_the_precision_the_run_trained_in():
     sys.path.insert(0, str(MODELS.parent / "scripts"))
     from model_card import _precision
 
-    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    auto = "bf16 autocast" if native else "fp32 (`--amp auto` on a CPU without bf16 kernels)"
-    assert _precision({"amp": "auto"}) == auto  # what `resnet-edge train --amp auto` chose on this machine
+    # `--amp auto` is decided as `resnet-edge train` decided it: bf16 only where it is the faster choice
+    for amx, auto in ((True, "bf16 autocast"), (False, "fp32 (`--amp auto` on a CPU without fast bf16)")):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+            patch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+            assert _precision({"amp": "auto"}) == auto
     assert _precision({"amp": "off"}) == "fp32 (`--amp off`)"
     assert _precision({"amp": "bf16"}) == "bf16 autocast"
 

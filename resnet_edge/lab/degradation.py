@@ -56,7 +56,7 @@ class DegradationConfig:
     batch_size: int = 128  # the recipe of `resnet-edge train` from here on, identical for every net
     lr: float = 0.1  # peak learning rate
     device: str = "auto"  # "cpu", "cuda" or "auto" (cuda when torch sees a GPU)
-    amp: str = "auto"  # bf16 autocast where supported ("auto"), "bf16" or "off"
+    amp: str = "auto"  # bf16 autocast where it is faster ("auto"), "bf16" or "off"
     threads: int = 0  # torch threads; 0 = all cores
     seed: int = 0  # init, subset, shuffling and augmentation; the same for all nets
     tie: float = 0.01  # error differences within this (1 point) count as neither better nor worse

@@ -61,7 +61,7 @@ class TrainConfig:
     cutout: int = 0  # side of a square erased per image (mean colour; 0 = off): regularises nets that overfit
     input_size: int | None = None  # square input side; None = the architecture's default (32 or 224)
     shortcut: str | None = None  # CIFAR nets only: "A" zero-pad (paper), "B" 1x1 projection; None: --init's, else A
-    amp: str = "auto"  # "bf16" autocast, "off", or "auto" (bf16 where the CPU/GPU supports it)
+    amp: str = "auto"  # "bf16" autocast, "off", or "auto" (bf16 where it is faster: see bf16_kernels)
     device: str = "cpu"  # "cpu" or "cuda"
     threads: int = 0  # torch intra-op threads per process; 0 = cores / processes
     compile: bool = False  # torch.compile the nets of the training step (Inductor): speed only, may change on resume
@@ -84,22 +84,40 @@ def _log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _bf16_supported(device: torch.device) -> bool:
+def bf16_kernels(device: torch.device) -> str:
+    """How this device computes bf16: "native" (a GPU with bf16; a CPU whose oneDNN kernels run on AMX tiles),
+    "slow" (oneDNN's AVX512-BF16 kernels without AMX), or "none" (emulated)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return "native" if torch.cuda.is_bf16_supported() else "none"
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return "none"
+    # Without AMX the casts around every op cost more than AVX512-BF16's dot products save on nets this small:
+    # a ResNet-56 distillation step took 1.07-1.20 s in bf16 against 0.72 s in fp32 on such a Xeon (see the
+    # README's training-speed table for the side-by-side benchmark)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "native" if amx else "slow"
 
 
-def precision_note(amp: str, native_bf16: bool, device: torch.device) -> str:
-    """What the training step computes in, and why: a CPU without bf16 kernels trains several times slower."""
+def autocast_bf16(amp: str, device: torch.device) -> bool:
+    """Whether the training step runs under bf16 autocast: ``--amp bf16``, or ``auto`` where bf16 is faster."""
+    return amp == "bf16" or (amp == "auto" and bf16_kernels(device) == "native")
+
+
+def precision_note(amp: str, kernels: str, device: torch.device) -> str:
+    """What the training step computes in, and why (``kernels``: :func:`bf16_kernels`)."""
     if amp == "off":
         return "fp32 (--amp off)"
-    if native_bf16:
-        return "bf16 autocast" + (" (oneDNN has bf16 kernels for this CPU)" if device.type == "cpu" else "")
+    cpu = device.type == "cpu"
+    if kernels == "native":
+        return "bf16 autocast" + (" (oneDNN runs bf16 on this CPU's AMX tiles)" if cpu else "")
     if amp == "bf16":
+        if kernels == "slow":
+            return "bf16 autocast, though without AMX oneDNN's bf16 trains slower than fp32 here (--amp auto: fp32)"
         return "bf16 autocast, though this device has no bf16 kernels (emulated; --amp auto would train in fp32)"
-    where = ("this CPU lacks the AVX-512/AMX instructions of oneDNN's bf16 kernels" if device.type == "cpu"
-             else "this GPU has no bf16")
+    if kernels == "slow":
+        return ("fp32: this CPU has AVX512-BF16 but no AMX, where bf16 autocast trains slower than fp32 "
+                "(--amp bf16 forces it)")
+    where = "this CPU lacks the AVX-512/AMX instructions of oneDNN's bf16 kernels" if cpu else "this GPU has no bf16"
     return f"fp32: {where}, so training runs at fp32 speed"
 
 
@@ -509,9 +527,8 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
 
     if config.amp not in ("auto", "bf16", "off"):
         raise UserError(f"--amp must be auto, bf16 or off, got {config.amp!r}")
-    native_bf16 = _bf16_supported(device)
-    use_bf16 = config.amp == "bf16" or (config.amp == "auto" and native_bf16)
-    _log(f"precision: {precision_note(config.amp, native_bf16, device)}")
+    use_bf16 = autocast_bf16(config.amp, device)
+    _log(f"precision: {precision_note(config.amp, bf16_kernels(device), device)}")
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     steps_per_epoch = len(train_split) // config.batch_size  # drop the ragged last batch
     if steps_per_epoch < 1:
