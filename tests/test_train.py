@@ -68,6 +68,22 @@ def test_training_learns_an_easy_folder_and_writes_the_run(tmp_path, color_folde
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_split_json_of_a_run_named_by_a_relative_path_is_read_from_any_folder(tmp_path, color_folder):
+    # a run started as `train cifar10/train ...` had written val_root "cifar10/train", and `verify --split` run
+    # from the checkout (as scripts/build-default-models.sh does) found none of the 5,000 images
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    os.symlink(color_folder, work / "data" / "colors")
+    result = run_cli(*_train_args("data/colors", "run", "--epochs", "1", "--warmup-epochs", "0"), cwd=work)
+    assert result.returncode == 0, result.stderr
+    split = json.loads((work / "run" / "split.json").read_text())
+    assert split["val_root"] == str((work / "data" / "colors").resolve())
+    checked = run_cli("verify", "--split", str(work / "run" / "split.json"), "--checkpoint",
+                      str(work / "run" / "last.pt"), "--no-progress")  # from the checkout, not from work/
+    assert checked.returncode == 0, checked.stderr
+    assert "12 images" in checked.stdout + checked.stderr and "could be read" not in checked.stderr
+
+
 def test_split_is_seeded_per_class_and_disjoint():
     from resnet_edge.training.data import split_per_class
 
