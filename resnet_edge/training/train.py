@@ -547,7 +547,7 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, show_p
         write_text_atomic(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2), force=True)
         # the root absolute: `verify --split` and quantize's --calib-exclude read it from other folders
         write_text_atomic(out / "split.json", json.dumps({"classes": folder.classes,
-                                                           "val_root": str(Path(val_folder.root).resolve()),
+                                                           "val_root": str(val_folder.root.resolve()),
                                                            "val_files": val_split.files}), force=True)
     row: dict = rows[-1] if rows else {}
     # one process: Ctrl-C stops between steps; under torchrun the ranks would see it at different steps and
