@@ -2,11 +2,14 @@
 
 For each model x provider: warm-up runs, then timed runs of the model alone (input already preprocessed,
 so the numbers are the network's), at batch 1 (latency p50/p90/p99) and batch N (throughput), with a fixed
-intra-op thread count. The provider recorded is the one the session actually runs on, never the one asked
+intra-op thread count. Every engine is timed interleaved with the others (round robin, a few calls each in
+turn), so a change of load mid-run falls on all of them; the spread (interquartile range) is reported, and a
+load average above the core count is warned about. The provider recorded is the one the session actually runs on, never the one asked
 for. Baselines in the same run, on the same inputs and threads:
 - PyTorch eager fp32 (when torch is installed): the net built from the metadata's ``arch`` and label
   count, freshly initialised (speed does not depend on the weights);
-- OpenCV DNN (``cv2.dnn.readNetFromONNX``): "n/a: reason" where it cannot load a model (QDQ int8).
+- OpenCV DNN (``cv2.dnn.readNetFromONNX``), in a child process and only on models our own validator accepts:
+  "n/a: reason" where it cannot load a model (QDQ int8) or crashes.
 And the cost of the probes: for a model exported with them, the probe-free session that classifies
 every frame against the probed one the block panel uses.
 
@@ -27,7 +30,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from .atomicio import atomic_path, check_writable, write_text_atomic
-from .errors import UserError
+from .errors import UserError, first_line, opencv_line
 from .onnxfile import ModelFileError
 from .preprocess import preprocess
 from .providers import SHORT_NAMES, available_providers, plan_providers
@@ -66,6 +69,7 @@ class BenchRow:
     p99_ms: float | None = None
     mean_ms: float | None = None
     throughput: float | None = None  # images per second (batch / mean time)
+    spread_pct: float | None = None  # interquartile range of the per-call times, % of p50
     arch: str = ""
 
     @property
@@ -134,18 +138,72 @@ def time_calls(fn: Callable[[], Any], warmup: int, repeats: int) -> np.ndarray:
 
 
 def summarize(row: BenchRow, times: np.ndarray) -> BenchRow:
-    p50, p90, p99 = np.percentile(times, [50, 90, 99]) * 1000.0
+    p25, p50, p75, p90, p99 = np.percentile(times, [25, 50, 75, 90, 99]) * 1000.0
     row.p50_ms, row.p90_ms, row.p99_ms = float(p50), float(p90), float(p99)
     row.mean_ms = float(times.mean() * 1000.0)
+    row.spread_pct = float(100.0 * (p75 - p25) / p50) if p50 > 0 else None
     row.throughput = row.batch / float(times.mean())
     return row
 
 
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    line = lines[-1] if lines else type(error).__name__
-    # OpenCV: "OpenCV(5.0.0) /io/opencv/.../net_impl2.cpp:449: error: (-215:Assertion failed) ..." on the last line
-    return line.split(" error: ", 1)[-1][:160]
+class Engine:
+    """One thing to time: ``time(n)`` runs it n times and returns the seconds of each call; ``failed`` says why
+    it stopped (an OpenCV child that crashed) so that the other engines' rows are kept."""
+
+    def __init__(self, row: BenchRow, call: Callable[[], Any] | None = None) -> None:
+        self.row = row
+        self.call = call
+        self.times: list[float] = []
+        self.failed: str | None = None
+
+    def time(self, n: int) -> list[float]:
+        return list(time_calls(self.call, 0, n))
+
+    def close(self) -> None:
+        pass
+
+
+def run_interleaved(engines: list[Engine], warmup: int, repeats: int, round_size: int = 5) -> None:
+    """Time every engine round robin: a few calls of each in turn, the starting engine rotated each round, so a
+    change of load during the run falls on all of them alike instead of on whichever ran at that minute."""
+    for engine in engines:
+        try:
+            engine.time(warmup) if warmup else None
+        except Exception as error:  # an engine that cannot run is reported on its row, the others go on
+            engine.failed = f"n/a: {first_line(error)}"
+    done = 0
+    turn = 0
+    while done < repeats:
+        n = min(round_size, repeats - done)
+        live = [e for e in engines if e.failed is None]
+        if not live:
+            break
+        for engine in live[turn % len(live):] + live[:turn % len(live)]:
+            try:
+                engine.times += engine.time(n)
+            except Exception as error:
+                engine.failed = f"n/a: {first_line(error)}"
+        done += n
+        turn += 1
+    for engine in engines:
+        if engine.failed is not None:
+            engine.row.status = engine.failed
+        elif engine.times:
+            summarize(engine.row, np.asarray(engine.times))
+        engine.close()
+
+
+def load_warning() -> str | None:
+    """A line when the machine is busy enough to distort the timings (1-minute load average above the cores)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows has no load average
+        return None
+    cores = os.cpu_count() or 1
+    if load > cores:
+        return (f"warning: load average {load:.1f} is above the {cores} core(s): other work is running and the "
+                "times are distorted (interleaving keeps the ratios fairer, not the absolute times)")
+    return None
 
 
 # --- the run --------------------------------------------------------------------------------------------
@@ -158,7 +216,7 @@ def _inputs(spec, batches: list[int], seed: int) -> dict[int, np.ndarray]:
 
 
 def bench(options: BenchOptions, log: Callable[[str], None] | None = None) -> BenchResult:
-    """Run every measurement; returns the rows (and writes JSON/plot when asked)."""
+    """Build every engine, time them all interleaved; returns the rows (and writes JSON/plot when asked)."""
     from .metadata import ModelContract
     from .onnxfile import read_model_file
     from .runtime import Classifier
@@ -176,15 +234,19 @@ def bench(options: BenchOptions, log: Callable[[str], None] | None = None) -> Be
     have = available_providers()
     result = BenchResult(settings={"threads": threads, "batches": batches, "warmup": options.warmup,
                                    "repeats": options.repeats, "providers_requested": options.providers,
-                                   "providers_available": have},
+                                   "providers_available": have, "interleaved": True},
                          machine=machine_info())
+    warnings = [w for w in [load_warning()] if w]
     loaded = []
     for path in options.models:
         data, summary = read_model_file(path)
         contract = ModelContract.from_props(summary.metadata, source=str(path))
         loaded.append((Path(path), data, summary, contract))
+    engines: list[Engine] = []
+    probe_pairs: list[tuple[str, str, Engine, Engine]] = []
     for path, data, summary, contract in loaded:
         inputs = _inputs(contract.preprocess, batches, options.seed)
+        accepted = False  # OpenCV only gets the models our own validator accepts
         for provider, problem in select_providers(options.providers, have, contract.precision):
             rows = [BenchRow(path.name, contract.precision, "onnxruntime", provider, b, arch=contract.arch) for b in batches]
             if problem:
@@ -196,22 +258,44 @@ def bench(options: BenchOptions, log: Callable[[str], None] | None = None) -> Be
                 classifier = Classifier(data, summary, contract, provider=provider, threads=threads, quiet=True)
             except ModelFileError as error:
                 for row in rows:
-                    row.status = f"n/a: {_first_line(error)}"
+                    row.status = f"n/a: {first_line(error)}"
                 result.rows += rows
                 continue
-            log(f"timing {path.name} on {classifier.provider} ...")
+            accepted = True
             for row in rows:
                 row.provider = classifier.provider
                 if classifier.provider != provider:
                     row.status = f"fell back from {provider}"
-                batch = inputs[row.batch]
-                result.rows.append(summarize(row, time_calls(lambda: classifier.run(batch), options.warmup, options.repeats)))
+                engines.append(Engine(row, lambda c=classifier, b=inputs[row.batch]: c.run(b)))
+                result.rows.append(row)
             if options.probe_cost and classifier.has_probes:
-                result.probe_costs.append(_probe_cost(classifier, path.name, inputs[1], options))
+                feed = {classifier.input_name: inputs[1]}
+                probed = classifier._make_session(classifier._model_bytes)
+                free = Engine(BenchRow(path.name, contract.precision, "probe-free", classifier.provider, 1),
+                              lambda s=classifier.session, f=feed: s.run(None, f))
+                full = Engine(BenchRow(path.name, contract.precision, "probed", classifier.provider, 1),
+                              lambda s=probed, f=feed: s.run(None, f))
+                engines += [free, full]
+                probe_pairs.append((path.name, classifier.provider, free, full))
         if options.opencv_baseline:
-            result.rows += _opencv_rows(path, contract, inputs, threads, options)
+            rows = [BenchRow(path.name, contract.precision, "opencv", "cpu", b, arch=contract.arch) for b in batches]
+            result.rows += rows
+            if not accepted:
+                for row in rows:
+                    row.status = "n/a: not run (the model failed our own checks)"
+            else:
+                engines += opencv_engines(path, len(contract.labels), inputs, rows, threads)
     if options.torch_baseline:
-        result.rows += _torch_rows(loaded, batches, threads, options, log)
+        engines += _torch_engines(loaded, batches, threads, options, result)
+    log(f"timing {len(engines)} engine(s) interleaved: {options.warmup} warm-up + {options.repeats} runs each ...")
+    run_interleaved(engines, options.warmup, options.repeats)
+    for name, provider, free, full in probe_pairs:
+        if free.row.ok and full.row.ok:
+            result.probe_costs.append(ProbeCost(name, provider, free.row.p50_ms, full.row.p50_ms))
+    after = load_warning()
+    if after and after not in warnings:
+        warnings.append(after)
+    result.settings["warnings"] = warnings
     if options.json_path:
         write_text_atomic(options.json_path, json.dumps(result.to_json(), indent=2) + "\n", force=options.force)
     if options.plot_path:
@@ -219,43 +303,117 @@ def bench(options: BenchOptions, log: Callable[[str], None] | None = None) -> Be
     return result
 
 
-def _probe_cost(classifier, name: str, batch: np.ndarray, options: BenchOptions) -> ProbeCost:
-    """Batch-1 p50 of the probe-free session (every frame) against the probed one (the block panel)."""
-    probed = classifier._make_session(classifier._model_bytes)
-    feed = {classifier.input_name: batch}
-    free = time_calls(lambda: classifier.session.run(None, feed), options.warmup, options.repeats)
-    full = time_calls(lambda: probed.run(None, feed), options.warmup, options.repeats)
-    return ProbeCost(name, classifier.provider, float(np.median(free) * 1000), float(np.median(full) * 1000))
+# --- OpenCV DNN, in a child process: its ONNX reader can crash the process on graphs it does not expect ------
 
 
-def _opencv_rows(path: Path, contract, inputs: dict[int, np.ndarray], threads: int,
-                 options: BenchOptions) -> list[BenchRow]:
+def _opencv_child(connection, path: str, threads: int, inputs: dict[int, np.ndarray], classes: int) -> None:
     import cv2
 
-    rows = [BenchRow(path.name, contract.precision, "opencv", "cpu", b, arch=contract.arch) for b in inputs]
     try:
         cv2.setNumThreads(threads)
-        net = cv2.dnn.readNetFromONNX(str(path))  # default backend and target: OpenCV's own, on the CPU
-        for row in rows:
-            batch = inputs[row.batch]
-
-            def run(batch=batch):
-                net.setInput(batch)
-                return net.forward()
-
-            logits = run()
-            if logits.shape != (row.batch, len(contract.labels)):
-                raise ValueError(f"output shape {logits.shape}, expected {(row.batch, len(contract.labels))}")
-            summarize(row, time_calls(run, options.warmup, options.repeats))
+        net = cv2.dnn.readNetFromONNX(path)  # default backend and target: OpenCV's own, on the CPU
+        for batch, data in inputs.items():
+            net.setInput(data)
+            logits = net.forward()
+            if logits.shape != (batch, classes):
+                raise ValueError(f"output shape {logits.shape}, expected {(batch, classes)}")
+        connection.send(("ready", None))
     except Exception as error:  # cv2.error and friends: OpenCV's DNN cannot run every ONNX graph
-        for row in rows:
-            if not row.ok:
-                row.status = f"n/a: OpenCV cannot run it: {_first_line(error)}"
-    return rows
+        connection.send(("error", f"OpenCV cannot run it: {opencv_line(error)}"))
+        return
+    while True:
+        message = connection.recv()
+        if message is None:
+            return
+        batch, n = message
+        data = inputs[batch]
+        times = []
+        for _ in range(n):
+            started = time.perf_counter()
+            net.setInput(data)
+            net.forward()
+            times.append(time.perf_counter() - started)
+        connection.send(("times", times))
 
 
-def _torch_rows(loaded, batches: list[int], threads: int, options: BenchOptions, log) -> list[BenchRow]:
-    rows: list[BenchRow] = []
+class OpenCVChild:
+    """One child process holding OpenCV's net for a model; a crash there (a segfault in its ONNX reader) costs
+    only this model's OpenCV rows."""
+
+    TIMEOUT_S = 120.0
+    target = staticmethod(_opencv_child)  # what the child runs (a test swaps in one that crashes)
+
+    def __init__(self, path: Path, classes: int, inputs: dict[int, np.ndarray], threads: int) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.connection, child_end = context.Pipe()
+        self.process = context.Process(target=self.target, args=(child_end, str(path), threads, inputs, classes),
+                                       daemon=True)
+        self.process.start()
+        child_end.close()
+        self.problem: str | None = None
+        kind, detail = self._receive()
+        if kind != "ready":
+            self.problem = detail
+
+    def _receive(self) -> tuple[str, Any]:
+        if not self.connection.poll(self.TIMEOUT_S):
+            self.close()
+            return "error", "OpenCV did not answer in time"
+        try:
+            return self.connection.recv()
+        except (EOFError, OSError):
+            self.process.join(5)
+            code = self.process.exitcode
+            why = f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
+            return "error", f"OpenCV crashed ({why})"
+
+    def time(self, batch: int, n: int) -> list[float]:
+        if self.problem:
+            raise RuntimeError(self.problem)
+        self.connection.send((batch, n))
+        kind, detail = self._receive()
+        if kind != "times":
+            self.problem = detail
+            raise RuntimeError(detail)
+        return detail
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.connection.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+            self.process.join(5)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join()
+
+
+class _OpenCVEngine(Engine):
+    def __init__(self, row: BenchRow, child: OpenCVChild, last: bool) -> None:
+        super().__init__(row)
+        self.child, self.last = child, last
+        if child.problem:
+            self.failed = f"n/a: {child.problem}"
+
+    def time(self, n: int) -> list[float]:
+        return self.child.time(self.row.batch, n)
+
+    def close(self) -> None:
+        if self.last:
+            self.child.close()
+
+
+def opencv_engines(path: Path, classes: int, inputs: dict[int, np.ndarray], rows: list[BenchRow],
+                   threads: int) -> list[Engine]:
+    child = OpenCVChild(path, classes, inputs, threads)
+    return [_OpenCVEngine(row, child, last=i == len(rows) - 1) for i, row in enumerate(rows)]
+
+
+def _torch_engines(loaded, batches: list[int], threads: int, options: BenchOptions, result: BenchResult) -> list[Engine]:
+    engines: list[Engine] = []
     seen = set()
     for path, _, _, contract in loaded:
         key = (contract.arch, len(contract.labels), contract.preprocess.input_size)
@@ -264,25 +422,22 @@ def _torch_rows(loaded, batches: list[int], threads: int, options: BenchOptions,
         seen.add(key)
         name = f"pytorch eager ({contract.arch})"
         base = [BenchRow(name, "fp32", "pytorch", "cpu", b, arch=contract.arch) for b in batches]
+        result.rows += base
         try:
             from .training.evaluate import eager_fp32
         except ImportError as error:
             for row in base:
                 row.status = f"n/a: torch not installed ({error})"
-            return rows + base
+            return engines
         try:
             run = eager_fp32(contract.arch, len(contract.labels), threads)
         except UserError as error:
             for row in base:
-                row.status = f"n/a: {_first_line(error)}"
-            rows += base
+                row.status = f"n/a: {first_line(error)}"
             continue
-        log(f"timing {name} ...")
         inputs = _inputs(contract.preprocess, batches, options.seed)
-        for row in base:
-            batch = inputs[row.batch]
-            rows.append(summarize(row, time_calls(lambda: run(batch), options.warmup, options.repeats)))
-    return rows
+        engines += [Engine(row, lambda r=run, b=inputs[row.batch]: r(b)) for row in base]
+    return engines
 
 
 def machine_info() -> dict[str, Any]:
@@ -315,19 +470,22 @@ def _speedups(result: BenchResult) -> dict[int, float]:
 def format_table(result: BenchResult) -> str:
     s = result.settings
     lines = [f"{result.machine.get('cpu', '?')}, {s['threads']} thread(s); {s['warmup']} warm-up + {s['repeats']} "
-             f"timed runs; times per batch in ms"]
+             f"timed runs, engines interleaved; times per batch in ms; spread = interquartile range / p50"]
+    lines += s.get("warnings", [])
     width = max([len(r.model) for r in result.rows] + [5]) + 2
     lines.append(f"{'model':<{width}}{'precision':<10}{'engine':<13}{'provider':<10}{'batch':>5}"
-                 f"{'p50':>9}{'p90':>9}{'p99':>9}{'img/s':>9}{'vs torch':>10}  note")
+                 f"{'p50':>9}{'p90':>9}{'p99':>9}{'spread':>8}{'img/s':>9}{'vs torch':>10}  note")
     speedups = _speedups(result)
     for i, r in enumerate(result.rows):
         head = f"{r.model:<{width}}{r.precision:<10}{r.engine:<13}{r.provider:<10}{r.batch:>5}"
         if not r.ok:
-            lines.append(f"{head}{'':>36}{'':>10}  {r.status}")
+            lines.append(f"{head}{'':>44}{'':>10}  {r.status}")
             continue
         speed = f"{speedups[i]:.2f}x" if i in speedups else ""
+        spread = f"{r.spread_pct:.0f}%" if r.spread_pct is not None else ""
         note = "" if r.status == "ok" else r.status
-        lines.append(f"{head}{r.p50_ms:>9.3f}{r.p90_ms:>9.3f}{r.p99_ms:>9.3f}{r.throughput:>9.1f}{speed:>10}  {note}".rstrip())
+        lines.append(f"{head}{r.p50_ms:>9.3f}{r.p90_ms:>9.3f}{r.p99_ms:>9.3f}{spread:>8}{r.throughput:>9.1f}{speed:>10}"
+                     f"  {note}".rstrip())
     for c in result.probe_costs:
         lines.append(f"probes: {c.model} on {c.provider}: probe-free {c.probe_free_p50_ms:.3f} ms, probed "
                      f"{c.probed_p50_ms:.3f} ms at batch 1 ({c.overhead_pct:+.0f}% when probes run on every frame)")
@@ -335,30 +493,48 @@ def format_table(result: BenchResult) -> str:
 
 
 def plot(result: BenchResult, path: str | Path, force: bool = False) -> Path:
-    """Two bar charts: batch-1 p50 latency, batch-N throughput (n/a rows left out)."""
+    """Batch-1 latency, p50 as a bar and p99 as a tick, on a log axis (engines differ by orders of magnitude),
+    and batch-N throughput (n/a rows left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     big = max(result.settings["batches"])
-    panels = [("batch 1: p50 latency (ms, lower is better)", [r for r in result.rows if r.ok and r.batch == 1], "p50_ms"),
-              (f"batch {big}: throughput (img/s, higher is better)", [r for r in result.rows if r.ok and r.batch == big], "throughput")]
-    height = max(2.5, 0.45 * max(len(rows) for _, rows, _ in panels) + 1.2)
+    latency = [r for r in result.rows if r.ok and r.batch == 1]
+    throughput = [r for r in result.rows if r.ok and r.batch == big]
+    height = max(2.5, 0.45 * max(len(latency), len(throughput), 1) + 1.2)
     fig, axes = plt.subplots(1, 2, figsize=(13, height))
-    for ax, (title, rows, key) in zip(axes, panels):
-        labels = [f"{r.model} | {r.engine}/{r.provider}" for r in rows]
-        values = [getattr(r, key) for r in rows]
-        colors = ["tab:green" if r.precision == "int8" else "tab:gray" if r.engine != "onnxruntime" else "tab:blue"
-                  for r in rows]
-        ax.barh(range(len(rows)), values, color=colors)
-        ax.set_yticks(range(len(rows)), labels, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_title(title, fontsize=10)
-        ax.grid(axis="x", alpha=0.3)
-        for y, value in enumerate(values):
-            ax.text(value, y, f" {value:,.0f}" if value >= 100 else f" {value:.3g}", va="center", fontsize=8)
-    fig.suptitle(f"{result.machine.get('cpu', '')}, {result.settings['threads']} thread(s)", fontsize=10)
+
+    def colors(rows):
+        return ["tab:green" if r.precision == "int8" else "tab:gray" if r.engine != "onnxruntime" else "tab:blue"
+                for r in rows]
+
+    def names(rows):
+        return [f"{r.model} | {r.engine}/{r.provider}" for r in rows]
+
+    ax = axes[0]
+    ax.barh(range(len(latency)), [r.p50_ms for r in latency], color=colors(latency), label="p50")
+    ax.scatter([r.p99_ms for r in latency], range(len(latency)), marker="|", s=200, color="black", label="p99")
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(latency)), names(latency), fontsize=8)
+    ax.invert_yaxis()
+    ax.set_title("batch 1: latency p50 (bar) and p99 (tick), ms, log scale", fontsize=10)
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    for y, r in enumerate(latency):
+        ax.text(r.p99_ms, y, f"  {r.p50_ms:.3g} / {r.p99_ms:.3g}", va="center", fontsize=8)
+    ax = axes[1]
+    values = [r.throughput for r in throughput]
+    ax.barh(range(len(throughput)), values, color=colors(throughput))
+    ax.set_yticks(range(len(throughput)), names(throughput), fontsize=8)
+    ax.invert_yaxis()
+    ax.set_title(f"batch {big}: throughput (img/s, higher is better)", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    for y, value in enumerate(values):
+        ax.text(value, y, f" {value:,.0f}" if value >= 100 else f" {value:.3g}", va="center", fontsize=8)
+    fig.suptitle(f"{result.machine.get('cpu', '')}, {result.settings['threads']} thread(s), engines interleaved",
+                 fontsize=10)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path, force=force) as tmp:

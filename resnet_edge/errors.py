@@ -18,3 +18,11 @@ def first_line(error: BaseException) -> str:
     OpenCV) put pages of detail under it that a one-line report cannot carry."""
     text = str(error).strip()
     return text.splitlines()[0] if text else ""
+
+
+def opencv_line(error: BaseException) -> str:
+    """OpenCV puts its reason on the last line, after the source location: "OpenCV(5.0.0) /io/.../x.cpp:449:
+    error: (-215:Assertion failed) ..."."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else type(error).__name__
+    return line.split(" error: ", 1)[-1][:160]

@@ -101,3 +101,58 @@ print("torch-free ok")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "torch-free ok" in result.stdout and "n/a: torch not installed" in result.stdout
+
+
+def test_engines_are_timed_round_robin_and_a_failing_one_keeps_the_others():
+    from resnet_edge.bench import Engine, run_interleaved
+
+    calls: list[str] = []
+
+    def make(name: str, fail_after: int | None = None) -> Engine:
+        count = {"n": 0}
+
+        def call():
+            count["n"] += 1
+            if fail_after is not None and count["n"] > fail_after:
+                raise RuntimeError(f"{name} broke\nwith detail")
+            calls.append(name)
+        return Engine(BenchRow(name, "fp32", "onnxruntime", "cpu", 1), call)
+
+    a, b, c = make("a"), make("b"), make("c", fail_after=7)
+    run_interleaved([a, b, c], warmup=1, repeats=12, round_size=3)
+    timed = calls[3:]  # after one warm-up call each
+    # rounds of three calls per engine, the starting engine rotated: a b c | b c a | c a b ...
+    rounds = ["abc", "bca", "ab", "ba"]  # c breaks on its first call of the third round and drops out
+    assert timed == [name for order in rounds for name in order for _ in range(3)]
+    assert a.row.ok and b.row.ok and len(a.times) == len(b.times) == 12
+    assert not c.row.ok and c.row.status == "n/a: c broke"
+    assert a.row.spread_pct is not None and a.row.spread_pct >= 0
+
+
+def _crashing_child(connection, *args):
+    import os
+    os.abort()  # what a segfault in OpenCV's ONNX reader does to the process that runs it
+
+
+def test_opencv_crash_costs_only_its_own_rows(tmp_path):
+    from resnet_edge.bench import OpenCVChild, _OpenCVEngine, run_interleaved, Engine
+
+    class Crashing(OpenCVChild):
+        target = staticmethod(_crashing_child)
+
+    child = Crashing(tmp_path / "m.onnx", 2, {1: np.zeros((1, 3, 4, 4), np.float32)}, 1)
+    assert child.problem and child.problem.startswith("OpenCV crashed (signal")
+    cv_engine = _OpenCVEngine(BenchRow("m.onnx", "fp32", "opencv", "cpu", 1), child, last=True)
+    other = Engine(BenchRow("m.onnx", "fp32", "onnxruntime", "cpu", 1), lambda: None)
+    run_interleaved([cv_engine, other], warmup=1, repeats=4)
+    assert other.row.ok and not cv_engine.row.ok and "OpenCV crashed" in cv_engine.row.status
+
+
+def test_load_warning_names_the_load(monkeypatch):
+    from resnet_edge import bench as bench_module
+
+    monkeypatch.setattr(bench_module.os, "getloadavg", lambda: (9.5, 1.0, 1.0))
+    monkeypatch.setattr(bench_module.os, "cpu_count", lambda: 2)
+    assert "load average 9.5 is above the 2 core(s)" in bench_module.load_warning()
+    monkeypatch.setattr(bench_module.os, "getloadavg", lambda: (0.5, 1.0, 1.0))
+    assert bench_module.load_warning() is None
