@@ -364,10 +364,7 @@ def _run_gui(args: argparse.Namespace) -> int:
         argv = ["classify", "--source", "demo" if args.source == "auto" else args.source, "--max-frames", "30",
                 "--provider", args.provider, "--precision", args.precision]
         return main(argv + (["--model", args.model] if args.model else []))
-    try:
-        from gui.app import main as gui_main
-    except ImportError as error:
-        raise UserError(f"the desktop app needs PySide6 ({error}); install it with: pip install -e '.[gui]'") from None
+    from gui.app import main as gui_main  # without PySide6: main() names the [gui] extra
     argv = ["--source", args.source, "--provider", args.provider, "--precision", args.precision]
     if args.self_test is not None:
         argv += ["--self-test", str(args.self_test)]
@@ -407,10 +404,7 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
 def _run_quantize(args: argparse.Namespace) -> int:
     from .onnxfile import read_model_file
 
-    try:
-        from .quantize import QuantizeOptions, quantize
-    except ImportError as error:
-        raise UserError(f"quantize needs the onnx package ({error}); install it with: pip install onnx") from None
+    from .quantize import QuantizeOptions, quantize  # without onnxruntime: main() names the [cpu] extra
     _, summary = read_model_file(args.model)
     quantize(QuantizeOptions(
         model=args.model, output=args.output, calib=args.calib, calib_exclude=args.calib_exclude, precision=args.precision, method=args.method,
@@ -568,7 +562,9 @@ def _needs_torch(what: str) -> None:
 
     # find_spec, not import: the CLI module itself stays free of torch imports (tests/test_torch_free.py)
     if importlib.util.find_spec("torch") is None:
-        raise UserError(f"{what} needs torch (not installed); install it with: pip install -e '.[train]'")
+        from .extras import install_hint
+
+        raise UserError(f"{what} needs PyTorch, which is not installed; install it with: {install_hint('train')}")
 
 
 def _print_lab_report(table: str, verdict: dict, files: dict[str, str], seconds: float) -> None:
@@ -701,12 +697,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return EXIT_USER_ERROR
+    command = " ".join(filter(None, [args.command, getattr(args, "experiment", None)]))
     try:
         return int(args.run(args) or 0)
     except UserError as error:
-        command = " ".join(filter(None, [args.command, getattr(args, "experiment", None)]))
         print(f"resnet-edge {command}: error: {error}", file=sys.stderr)
         return error.exit_code
+    except ModuleNotFoundError as error:  # an optional engine (an extra) that is not installed
+        from .extras import missing_module_message
+
+        message = missing_module_message(error)
+        if message is None:
+            raise
+        print(f"resnet-edge {command}: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

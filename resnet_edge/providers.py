@@ -49,7 +49,21 @@ def available_providers() -> list[str]:
     """Short names of the providers the installed onnxruntime distribution offers."""
     import onnxruntime as ort
 
+    _check_single_distribution()
+
     return [LONG_TO_SHORT[name] for name in ort.get_available_providers() if name in LONG_TO_SHORT]
+
+
+_distributions_checked = False
+
+
+def _check_single_distribution() -> None:
+    global _distributions_checked
+    if not _distributions_checked:
+        from .extras import check_onnxruntime_distributions
+
+        check_onnxruntime_distributions()  # raises when two are installed together
+        _distributions_checked = True
 
 
 def provider_options(short: str, device_id: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
