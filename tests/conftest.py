@@ -110,3 +110,27 @@ def make_window(qtbot, tmp_path, models_dir):
     yield make
     for window in windows:
         window.shutdown()
+
+
+def free_port() -> int:
+    """An ephemeral TCP port on 127.0.0.1 that was free a moment ago (no fixed ports: parallel runs collide)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# fixtures that export or train with our torch code (they skip without it)
+TORCH_FIXTURES = {"r20_probed", "r20_plain_export", "models", "trained_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that needs torch with `torch`, so `-m "not torch"` is the tier of a runtime-only install:
+    tests skipped without torch, tests in modules that import it, tests on fixtures our torch code builds."""
+    for item in items:
+        reasons = " ".join(str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))
+        module = getattr(item, "module", None)
+        if ("torch" in reasons or (module is not None and "torch" in vars(module))
+                or TORCH_FIXTURES.intersection(getattr(item, "fixturenames", ()))):
+            item.add_marker(pytest.mark.torch)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import COLOR_CLASSES, ROOT, needs_torch, run_cli, write_class_folder
+from conftest import COLOR_CLASSES, ROOT, free_port, needs_torch, run_cli, write_class_folder
 
 pytestmark = [needs_torch, pytest.mark.torch]
 torch = pytest.importorskip("torch")
@@ -512,7 +512,8 @@ def test_weight_averaging_batchnorm_pass_is_shared_between_torchrun_ranks(tmp_pa
     # 68 images in batches of 16: 4 full batches; rank 0 measures batches 0 and 2, rank 1 batches 1 and 3
     _measure_batchnorm_on_rank(0, 1, 0, str(tmp_path / "one.pt"))
     context = multiprocessing.get_context("spawn")
-    ranks = [context.Process(target=_measure_batchnorm_on_rank, args=(rank, 2, 29533, str(tmp_path / "two.pt")))
+    port = free_port()
+    ranks = [context.Process(target=_measure_batchnorm_on_rank, args=(rank, 2, port, str(tmp_path / "two.pt")))
              for rank in range(2)]
     for process in ranks:
         process.start()
@@ -539,7 +540,7 @@ def test_bad_weight_averaging_options_are_refused(tmp_path, color_folder):
 def test_torchrun_with_two_cpu_processes(tmp_path, color_folder):
     out = tmp_path / "ddp"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", "29531",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
          "-m", "resnet_edge.cli", *_train_args(color_folder, out, "--epochs", "1")],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
