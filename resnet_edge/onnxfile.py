@@ -373,3 +373,21 @@ def _header_len(field_bytes: memoryview) -> int:
     _, pos = _varint(field_bytes, 0)
     _, pos = _varint(field_bytes, pos)
     return pos
+
+
+def set_metadata_props(data: bytes, props: dict[str, str]) -> bytes:
+    """A copy of the model whose metadata_props hold ``props`` (entries with the same keys replaced, others
+    kept), written at the wire level so that the packaged app, which ships without the onnx package, can do it."""
+    model = memoryview(data)
+    pieces: list[bytes] = []
+    for number, start, end, payload in _raw_fields(model):
+        if number == 14:  # ModelProto.metadata_props: StringStringEntryProto {key = 1, value = 2}
+            key = next((_text(v) for n, _, v in _fields(model[payload:end]) if n == 1), "")
+            if key in props:
+                continue
+        pieces.append(bytes(model[start:end]))
+    for key, value in props.items():
+        entry = b"".join(_encode_varint((n << 3) | 2) + _encode_varint(len(raw)) + raw
+                         for n, raw in ((1, key.encode()), (2, value.encode())))
+        pieces.append(_encode_varint((14 << 3) | 2) + _encode_varint(len(entry)) + entry)
+    return b"".join(pieces)
