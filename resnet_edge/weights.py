@@ -72,9 +72,11 @@ class WeightsPreset:
         return f"imagenet-{self.arch}" + ("" if self.default else f"-{self.version}")
 
     def metadata(self, sha256: str) -> dict:
-        """What export writes into the model's ``weights`` metadata key."""
+        """What export writes into the model's ``weights`` metadata key (the URL without credentials)."""
+        from .sources import redact_url  # not at the top: this module stays stdlib-only for its importers
+
         return {"name": self.tag if not self.name else self.name, "arch": self.arch, "version": self.version,
-                "url": self.url, "sha256": sha256, "acc1": self.acc1, "acc5": self.acc5,
+                "url": redact_url(self.url), "sha256": sha256, "acc1": self.acc1, "acc5": self.acc5,
                 "dataset": "ImageNet-1k" if self.categories.startswith("imagenet") else self.categories,
                 "num_params": self.num_params, "gflops": self.gflops, "resize_size": self.resize_size,
                 "crop_size": self.crop_size, "interpolation": "bilinear", "antialias": True,

@@ -408,6 +408,7 @@ def tiny_preset(tmp_path, server):
     checkpoint = tmp_path / "r20.pth"
     torch.save(create_model("resnet20", num_classes=10).state_dict(), checkpoint)
     url, digest = server.add("resnet20", checkpoint.read_bytes())
+    url += "?token=t0psecret"  # a signed mirror URL: the token must not be shown or stored
     presets = tmp_path / "presets.json"
     presets.write_text(json.dumps([{
         "name": "test-resnet20", "arch": "resnet20", "url": url, "sha256": digest, "categories": "cifar10",
@@ -425,15 +426,17 @@ def test_fetch_end_to_end_downloads_exports_quantizes_and_every_command_finds_it
     env = fetch_env(tmp_path, presets)
     result = run_cli("fetch", "test-resnet20", "--int8", "--calib", str(color_folder), "--no-progress", env=env)
     assert result.returncode == 0, result.stderr
-    cached = tmp_path / "cache" / "resnet-edge" / "weights" / url.rsplit("/", 1)[-1]
+    cached = tmp_path / "cache" / "resnet-edge" / "weights" / urlsplit(url).path.rsplit("/", 1)[-1]
     models = tmp_path / "data" / "resnet-edge" / "models"
     assert cached.is_file() and (models / "test-resnet20.onnx").is_file() and (models / "test-resnet20.int8.onnx").is_file()
     assert "ready: resnet-edge classify --model test-resnet20 --precision int8" in result.stdout
+    assert "t0psecret" not in result.stdout + result.stderr
+    assert b"t0psecret" not in (models / "test-resnet20.onnx").read_bytes()
 
     for precision in ("fp32", "int8"):
         info = run_cli("info", "--json", str(find_in(models, precision)), env=env)
         metadata = json.loads(info.stdout)["metadata"]
-        assert metadata["weights"]["sha256"] == digest and metadata["weights"]["url"] == url
+        assert metadata["weights"]["sha256"] == digest and metadata["weights"]["url"] == redact_url(url)
         assert metadata["weights"]["acc1"] == 91.5 and metadata["weights"]["resize_size"] == 36
         assert metadata["resize"]["crop_ratio"] == pytest.approx(32 / 36) and metadata["labels"][0] == "airplane"
         assert metadata["mean"] == [0.49, 0.48, 0.45] and metadata["precision"] == precision
@@ -477,7 +480,7 @@ def test_without_torch_the_download_completes_and_one_line_asks_for_the_train_ex
                             capture_output=True, text=True, cwd=ROOT, env={**os.environ, **fetch_env(tmp_path, presets)},
                             timeout=120)
     assert result.returncode == 2, result.stderr
-    cached = tmp_path / "cache" / "resnet-edge" / "weights" / url.rsplit("/", 1)[-1]
+    cached = tmp_path / "cache" / "resnet-edge" / "weights" / urlsplit(url).path.rsplit("/", 1)[-1]
     assert hashlib.sha256(cached.read_bytes()).hexdigest() == digest
     assert len(result.stderr.strip().splitlines()) == 1 and "pip install -e '.[train]'" in result.stderr
 

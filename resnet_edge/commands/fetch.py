@@ -96,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
 def _download(chosen, cache: Path, args: argparse.Namespace) -> Path:
     from ..fetch import download
 
-    print(f"{chosen.model_name}: {chosen.tag if not chosen.name else chosen.name} ({chosen.arch}, "
-          f"{chosen.file_size_mib:.0f} MiB; torchvision's ImageNet-1k top-1 {chosen.acc1:.2f}%)")
+    published = f", {chosen.file_size_mib:.0f} MiB" if chosen.file_size_mib else ""
+    published += f"; published top-1 {chosen.acc1:.2f}%, top-5 {chosen.acc5:.2f}%" if chosen.acc1 else ""
+    print(f"{chosen.model_name}: {chosen.tag if not chosen.name else chosen.name} ({chosen.arch}{published})")
     return download(chosen.url, cache / chosen.filename, sha256=chosen.sha256, hash_prefix=chosen.hash_prefix,
                     show_progress=not args.no_progress)
 
