@@ -44,6 +44,10 @@ class FileServer:
             def log_message(self, *args) -> None:  # quiet test output
                 pass
 
+            def do_CONNECT(self) -> None:  # an HTTPS tunnel request: recorded, then refused (nothing leaves)
+                server.requests.append((f"CONNECT {self.path}", dict(self.headers)))
+                self.send_error(403, "Forbidden")
+
             def do_GET(self) -> None:
                 server.requests.append((self.path, dict(self.headers)))
                 path = urlsplit(self.path).path  # an absolute URL when we are used as a proxy
@@ -337,6 +341,23 @@ def test_http_proxy_from_the_environment_is_used_and_named_without_its_password(
     assert f"via proxy http://proxyuser:***@127.0.0.1:{server.port}" in text
     assert "pr0xypass" not in text and "s3cr3t" not in text
     assert (tmp_path / "net.pth").read_bytes() == data
+
+
+def test_https_proxy_from_the_environment_carries_the_published_url(server, tmp_path, monkeypatch):
+    """HTTPS_PROXY: the published https URL goes to the proxy as a CONNECT tunnel (our local server refuses
+    it, so nothing leaves this machine) and the refusal is one line naming the proxy without its password."""
+    monkeypatch.setenv("HTTPS_PROXY", f"http://me:pr0xypass@127.0.0.1:{server.port}")
+    monkeypatch.setenv("https_proxy", f"http://me:pr0xypass@127.0.0.1:{server.port}")
+    published = preset("resnet18")
+    assert fetch_module.proxy_for(published.url) == f"http://me:pr0xypass@127.0.0.1:{server.port}"
+    with pytest.raises(DownloadError) as error:
+        quiet_download(published.url, tmp_path / published.filename, sha256=published.sha256, retries=0)
+    assert server.requests[0][0] == "CONNECT download.pytorch.org:443"
+    assert f"proxy http://me:***@127.0.0.1:{server.port}" in str(error.value) and "pr0xypass" not in str(error.value)
+    assert "\n" not in str(error.value) and not (tmp_path / published.filename).exists()
+    monkeypatch.setenv("NO_PROXY", "download.pytorch.org")
+    monkeypatch.setenv("no_proxy", "download.pytorch.org")
+    assert fetch_module.proxy_for(published.url) is None  # NO_PROXY is honoured too
 
 
 def test_cache_and_models_folders_follow_flags_then_environment_then_the_platform(tmp_path, monkeypatch):
