@@ -34,7 +34,7 @@ from .modelzoo import user_dir
 from .sources import redact_url
 
 CACHE_ENV = "RESNET_EDGE_CACHE"  # overrides the per-user cache folder
-CHUNK_BYTES = 1 << 20  # read/write unit: the progress bar moves and a cancel is seen once per chunk
+CHUNK_BYTES = 1 << 20  # the most read/written at once; the bar moves and a cancel is seen once per read
 TIMEOUT_S = 30.0  # a connect or a read silent this long fails (and is retried)
 RETRIES = 3  # a connection lost mid-file is resumed this many times within one run
 RETRY_WAIT_S = 1.0  # before the first retry; doubles per retry
@@ -197,7 +197,8 @@ def _fetch_once(url: str, part: Path, show_progress: bool, on_progress: Progress
                     if cancelled is not None and cancelled():
                         raise DownloadCancelled(f"cancelled; {part.name} kept for a resume")
                     try:
-                        chunk = response.read(chunk_bytes)
+                        # read1: what has arrived, up to chunk_bytes; a slow link still moves the bar and sees a cancel
+                        chunk = response.read1(chunk_bytes)
                     except (OSError, ValueError, http.client.HTTPException) as error:  # reset, timeout, IncompleteRead
                         raise _Retryable(f"{shown}: connection lost after {done:,} bytes ({error})") from None
                     if not chunk:

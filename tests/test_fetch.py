@@ -296,11 +296,12 @@ def test_disk_full_is_one_line_and_keeps_what_was_written(server, tmp_path, monk
     with pytest.raises(DownloadError, match="disk full while writing .*net.pth.part") as error:
         quiet_download(url, dest, sha256=digest)
     assert "\n" not in str(error.value) and not dest.exists()
-    assert part_path(dest).stat().st_size == 65536
+    kept = part_path(dest).stat().st_size
+    assert 65536 <= kept < 300_000
     monkeypatch.undo()
     monkeypatch.setattr(fetch_module, "RETRY_WAIT_S", 0.0)
     quiet_download(url, dest, sha256=digest)  # space freed: it resumes
-    assert server.requests[-1][1].get("Range") == "bytes=65536-"
+    assert server.requests[-1][1].get("Range") == f"bytes={kept}-"
 
 
 def test_too_little_free_space_is_refused_before_the_first_byte(server, tmp_path, monkeypatch):
