@@ -471,9 +471,14 @@ def test_fetch_end_to_end_downloads_exports_quantizes_and_every_command_finds_it
     requests = len(server.requests)
     again = run_cli("fetch", "test-resnet20", "--int8", "--calib", str(color_folder), env=env)
     assert again.returncode == 0 and "already there" in again.stdout and len(server.requests) == requests
+    (models / "test-resnet20.int8.onnx").unlink()
+    cached.unlink()  # the int8 model is made from the fp32 one: no download needed
+    again = run_cli("fetch", "test-resnet20", "--int8", "--calib", str(color_folder), "--no-progress", env=env)
+    assert again.returncode == 0, again.stderr
+    assert (models / "test-resnet20.int8.onnx").is_file() and len(server.requests) == requests
     listed = run_cli("fetch", "--list", env=env)
     row = next(line for line in listed.stdout.splitlines() if line.startswith("test-resnet20"))
-    assert "yes" in row and "fp32, int8" in row
+    assert " no " in row and "fp32, int8" in row
 
 
 def find_in(models: Path, precision: str) -> Path:

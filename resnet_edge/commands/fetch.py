@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{fp32 if not args.int8 else int8} is already there (--force makes it again)")
         _print_ready(chosen.model_name, args.int8)
         return 0
-    try:
-        checkpoint = _download(chosen, cache, args)
+    try:  # an int8 model made from an fp32 one already there needs no download
+        checkpoint = _download(chosen, cache, args) if export_needed or args.download_only else None
     except KeyboardInterrupt:
         from ..fetch import part_path
 
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.download_only:
         return 0
     try:
-        if export_needed:
+        if checkpoint is not None and export_needed:
             _export(chosen, checkpoint, fp32, args.force)
         if quantize_needed:
             _quantize(fp32, int8, args)
