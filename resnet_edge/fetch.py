@@ -142,7 +142,10 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ha
         expected = sha256 or f"{hash_prefix}..."
         raise DownloadError(f"{shown}: wrong sha256 {digest[:16]}... (expected {expected}); the file was removed "
                             "(a changed or tampered file, or a proxy that rewrote it)")
-    os.replace(part, dest)
+    try:
+        os.replace(part, dest)
+    except OSError as error:  # e.g. a folder of that name in the way
+        raise DownloadError(f"cannot rename {part.name} to {dest}: {error.strerror or error} ({part.name} kept)") from None
     _fsync_dir(dest.parent)
     log(f"saved {dest} ({dest.stat().st_size / 2**20:.1f} MiB, sha256 {digest[:16]}... checked)")
     return dest
@@ -192,7 +195,11 @@ def _fetch_once(url: str, part: Path, show_progress: bool, on_progress: Progress
         done = offset
         bar = _bar(show_progress, total, offset, part.name.removesuffix(".part"))
         try:
-            with open(part, mode) as handle:
+            try:
+                handle = open(part, mode)
+            except OSError as error:  # a read-only cache, a folder in the way
+                raise _write_error(error, part) from None
+            with handle:
                 while True:
                     if cancelled is not None and cancelled():
                         raise DownloadCancelled(f"cancelled; {part.name} kept for a resume")

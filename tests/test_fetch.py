@@ -304,6 +304,18 @@ def test_disk_full_is_one_line_and_keeps_what_was_written(server, tmp_path, monk
     assert server.requests[-1][1].get("Range") == f"bytes={kept}-"
 
 
+def test_an_unwritable_cache_is_one_line(server, tmp_path):
+    url, digest = server.add("net", payload())
+    dest = tmp_path / "net.pth"
+    part_path(dest).mkdir()  # something in the way of the .part
+    with pytest.raises(DownloadError, match="cannot write .*net.pth.part"):
+        quiet_download(url, dest, sha256=digest)
+    part_path(dest).rmdir()
+    dest.mkdir()  # and of the final name
+    with pytest.raises(DownloadError, match="cannot rename net.pth.part"):
+        quiet_download(url, dest, sha256=digest)
+
+
 def test_too_little_free_space_is_refused_before_the_first_byte(server, tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple
