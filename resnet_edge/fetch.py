@@ -122,20 +122,32 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ha
         raise DownloadError(f"cannot create the cache folder {dest.parent}: {error.strerror or error}") from None
     part = part_path(dest)
     log(f"downloading {shown} ({describe_route(url)})")
-    attempt = 0
-    while True:
-        try:
-            complete = _fetch_once(url, part, show_progress, on_progress, cancelled, chunk_bytes, log)
-        except _Retryable as problem:
-            if attempt >= retries:
-                raise DownloadError(f"{problem}; {part.name} kept: run the same command again to resume") from None
-            attempt += 1
-            wait = RETRY_WAIT_S * 2 ** (attempt - 1)
-            log(f"{problem}; resuming in {wait:g} s (try {attempt} of {retries})")
-            time.sleep(wait)
-            continue
-        if complete:
-            break
+    try:
+        # held, and locked, until the file is complete or the run gives up; unbuffered, so a full disk fails
+        # in our write, never later in a close that flushes
+        handle = open(part, "ab", buffering=0)
+    except OSError as error:  # a read-only cache, a folder in the way
+        raise _write_error(error, part) from None
+    try:
+        with handle:
+            _lock(handle, part)
+            attempt = 0
+            while True:
+                try:
+                    _fetch_once(url, handle, part, show_progress, on_progress, cancelled, chunk_bytes, log)
+                    break
+                except _Retryable as problem:
+                    if attempt >= retries:
+                        raise DownloadError(f"{problem}; {part.name} kept: run the same command again to "
+                                            "resume") from None
+                    attempt += 1
+                    wait = RETRY_WAIT_S * 2 ** (attempt - 1)
+                    log(f"{problem}; resuming in {wait:g} s (try {attempt} of {retries})")
+                    time.sleep(wait)
+    except BaseException:
+        if part.is_file() and part.stat().st_size == 0:  # nothing arrived: nothing to resume
+            part.unlink(missing_ok=True)
+        raise
     digest = file_sha256(part)
     if not hash_matches(digest, sha256, hash_prefix):
         part.unlink(missing_ok=True)
@@ -155,10 +167,11 @@ class _Retryable(Exception):
     """A connection that failed or ended early: the .part is kept and the rest is asked for again."""
 
 
-def _fetch_once(url: str, part: Path, show_progress: bool, on_progress: Progress | None,
-                cancelled: Callable[[], bool] | None, chunk_bytes: int, log: Callable[[str], None]) -> bool:
-    """One request: append the rest of the file to ``part``. True when the file is complete."""
-    offset = part.stat().st_size if part.is_file() else 0
+def _fetch_once(url: str, handle, part: Path, show_progress: bool, on_progress: Progress | None,
+                cancelled: Callable[[], bool] | None, chunk_bytes: int, log: Callable[[str], None]) -> None:
+    """One request: append the rest of the file to ``handle`` (``part``, opened for appending); returns when
+    the file is complete, raises _Retryable when the connection ended early."""
+    offset = os.fstat(handle.fileno()).st_size
     request = urllib.request.Request(url, headers={"User-Agent": "resnet-edge-fetch"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
@@ -167,7 +180,7 @@ def _fetch_once(url: str, part: Path, show_progress: bool, on_progress: Progress
         response = opener().open(request, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:  # asked for bytes past the end: the .part already holds it all
-            return True
+            return
         if error.code in (408, 429) or error.code >= 500:
             raise _Retryable(f"{shown}: HTTP {error.code} {error.reason}") from None
         raise DownloadError(f"{shown}: HTTP {error.code} {error.reason}") from None
@@ -179,60 +192,80 @@ def _fetch_once(url: str, part: Path, show_progress: bool, on_progress: Progress
     except (OSError, ValueError) as error:  # a timeout, a reset during the handshake, a malformed URL
         raise _Retryable(f"{shown}: {error.strerror if isinstance(error, OSError) and error.strerror else error}") from None
     with response:
-        mode = "ab"
         if offset and response.status == 206:
             start, total = _content_range(response.headers.get("Content-Range"))
             if start != offset:  # a range we did not ask for: take the whole file again
-                part.unlink(missing_ok=True)
+                _truncate(handle, part)
                 raise _Retryable(f"{shown}: the server answered the resume with bytes from {start}, not {offset}")
         else:
             if offset:
                 log(f"{shown}: the server does not resume downloads (no Range support): starting over")
-            offset, mode = 0, "wb"
+                _truncate(handle, part)
+            offset = 0
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
         _check_free_space(part.parent, (total - offset) if total else None)
         done = offset
         bar = _bar(show_progress, total, offset, part.name.removesuffix(".part"))
         try:
-            try:
-                handle = open(part, mode)
-            except OSError as error:  # a read-only cache, a folder in the way
-                raise _write_error(error, part) from None
-            with handle:
-                while True:
-                    if cancelled is not None and cancelled():
-                        raise DownloadCancelled(f"cancelled; {part.name} kept for a resume")
-                    try:
-                        # read1: what has arrived, up to chunk_bytes; a slow link still moves the bar and sees a cancel
-                        chunk = response.read1(chunk_bytes)
-                    except (OSError, ValueError, http.client.HTTPException) as error:  # reset, timeout, IncompleteRead
-                        raise _Retryable(f"{shown}: connection lost after {done:,} bytes ({error})") from None
-                    if not chunk:
-                        break
-                    try:
-                        handle.write(chunk)
-                    except OSError as error:
-                        raise _write_error(error, part) from None
-                    done += len(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-                    if on_progress is not None:
-                        on_progress(done, total)
+            while True:
+                if cancelled is not None and cancelled():
+                    raise DownloadCancelled(f"cancelled; {part.name} kept for a resume")
                 try:
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                    # read1: what has arrived, up to chunk_bytes; a slow link still moves the bar and sees a cancel
+                    chunk = response.read1(chunk_bytes)
+                except (OSError, ValueError, http.client.HTTPException) as error:  # reset, timeout, IncompleteRead
+                    raise _Retryable(f"{shown}: connection lost after {done:,} bytes ({error})") from None
+                if not chunk:
+                    break
+                try:
+                    view = memoryview(chunk)
+                    while view:  # a raw file may take part of a write
+                        view = view[handle.write(view):]
                 except OSError as error:
                     raise _write_error(error, part) from None
+                done += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+                if on_progress is not None:
+                    on_progress(done, total)
+            try:
+                os.fsync(handle.fileno())
+            except OSError as error:
+                raise _write_error(error, part) from None
         finally:
             if bar is not None:
                 bar.close()
     if total is not None and done < total:
         raise _Retryable(f"{shown}: connection closed after {done:,} of {total:,} bytes")
     if total is not None and done > total:
-        part.unlink(missing_ok=True)
+        _truncate(handle, part)
         raise DownloadError(f"{shown}: the server sent {done:,} bytes, more than the {total:,} it announced; removed")
-    return True
+
+
+def _truncate(handle, part: Path) -> None:
+    """Empty the .part to start over (appends then go to its start again)."""
+    try:
+        handle.seek(0)
+        handle.truncate(0)
+    except OSError as error:
+        raise _write_error(error, part) from None
+
+
+def _lock(handle, part: Path) -> None:
+    """One download per file at a time (two would interleave their bytes): an advisory lock on the open
+    .part, released by the system when the process ends, so a crash leaves no stale lock. POSIX only."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; two downloads at once there end in a failed hash check
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise DownloadError(f"{part} is being downloaded by another resnet-edge process: wait for it to "
+                                "finish, or stop it") from None
+        # a file system without locks (some network mounts): go on unlocked
 
 
 def _content_range(header: str | None) -> tuple[int, int | None]:

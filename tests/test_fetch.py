@@ -304,6 +304,20 @@ def test_disk_full_is_one_line_and_keeps_what_was_written(server, tmp_path, monk
     assert server.requests[-1][1].get("Range") == f"bytes={kept}-"
 
 
+def test_a_second_download_of_the_same_file_at_once_is_refused(server, tmp_path):
+    fcntl = pytest.importorskip("fcntl")  # POSIX: the lock is flock
+
+    url, digest = server.add("net", payload())
+    dest = tmp_path / "net.pth"
+    with open(part_path(dest), "ab") as other:  # another process holding the download
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(DownloadError, match="being downloaded by another resnet-edge process"):
+            quiet_download(url, dest, sha256=digest)
+    assert server.requests == []
+    quiet_download(url, dest, sha256=digest)  # the other one gone: the lock went with it
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == digest
+
+
 def test_an_unwritable_cache_is_one_line(server, tmp_path):
     url, digest = server.add("net", payload())
     dest = tmp_path / "net.pth"
