@@ -8,6 +8,7 @@ What it promises:
 - an interrupted download (connection lost, Ctrl-C, disk full) keeps NAME.part, and the next run asks
   for the rest with an HTTP Range request (a server without Range support sends it all again);
 - a file already in the cache with the right hash is used as it is, with no request at all;
+- one process at a time downloads a file (a lock on the open .part; two would interleave their bytes);
 - a download whose hash is wrong is refused and removed;
 - HTTPS_PROXY / HTTP_PROXY / NO_PROXY are honoured (urllib's ProxyHandler from the environment) and the
   proxy in use is named, its credentials masked; every URL shown goes through sources.redact_url;

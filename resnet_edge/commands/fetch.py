@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         if quantize_needed:
             _quantize(fp32, int8, args)
     except KeyboardInterrupt:
-        print("\ninterrupted; nothing half-written was left (run the same command again)", file=sys.stderr)
+        print("\ninterrupted: run the same command again to finish (the download is kept)", file=sys.stderr)
         return 130
     _print_ready(chosen.model_name, args.int8)
     return 0
