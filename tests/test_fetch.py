@@ -445,6 +445,19 @@ def test_fetch_mistakes_are_one_line_exit_2(tmp_path, server):
     assert server.requests == []
 
 
+def test_fetch_into_another_models_dir_names_the_file_and_does_nothing_twice(tmp_path, server):
+    url, digest = server.add("net", payload())
+    presets = tmp_path / "presets.json"
+    presets.write_text(json.dumps([{"name": "some-net", "arch": "resnet20", "url": url, "sha256": digest}]))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "some-net.onnx").write_bytes(b"exported before")
+    result = run_cli("fetch", "some-net", "--models-dir", str(elsewhere), env=fetch_env(tmp_path, presets))
+    assert result.returncode == 0, result.stderr
+    assert "already there" in result.stdout and f"--model {elsewhere / 'some-net.onnx'}" in result.stdout
+    assert server.requests == []  # nothing to do: no download either
+
+
 @pytest.fixture()
 def tiny_preset(tmp_path, server):
     """A small resnet20 checkpoint in torchvision's layout (a bare state_dict), served by the local server and

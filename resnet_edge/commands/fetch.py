@@ -35,7 +35,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", metavar="DIR", help="where downloads are kept (default: $RESNET_EDGE_CACHE, else "
                                                       "the per-user cache folder)")
     p.add_argument("--models-dir", metavar="DIR", help="where models are written (default: $RESNET_EDGE_MODELS, else "
-                                                       "the per-user data folder); commands look there by name")
+                                                       "the per-user data folder, where commands find them by name)")
     p.add_argument("--download-only", action="store_true", help="stop after the download (no torch needed)")
     p.add_argument("--force", action="store_true", help="export (and quantize) again over existing models")
     p.add_argument("--list", action="store_true", help="list the presets: size, accuracy, downloaded, exported")
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     quantize_needed = args.int8 and (args.force or not int8.exists())
     if not (export_needed or quantize_needed or args.download_only):
         print(f"{fp32 if not args.int8 else int8} is already there (--force makes it again)")
-        _print_ready(chosen.model_name, args.int8)
+        _print_ready(chosen.model_name, args.int8, fp32)
         return 0
     try:  # an int8 model made from an fp32 one already there needs no download
         checkpoint = _download(chosen, cache, args) if export_needed or args.download_only else None
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to finish (the download is kept)", file=sys.stderr)
         return 130
-    _print_ready(chosen.model_name, args.int8)
+    _print_ready(chosen.model_name, args.int8, fp32)
     return 0
 
 
@@ -127,8 +127,12 @@ def _quantize(fp32: Path, int8: Path, args: argparse.Namespace) -> None:
                              force=args.force, show_progress=not args.no_progress))
 
 
-def _print_ready(name: str, int8: bool) -> None:
+def _print_ready(name: str, int8: bool, fp32: Path) -> None:
+    from ..modelzoo import user_models_dir
+
     precision = " --precision int8" if int8 else ""
+    if fp32.parent.resolve() != user_models_dir().resolve():  # --models-dir elsewhere: name the file
+        name, precision = str(fp32.with_suffix(".int8.onnx") if int8 else fp32), ""
     print(f"ready: resnet-edge classify --model {name}{precision} --source 0   "
           f"(or: resnet-edge gui --model {name}{precision})")
 
