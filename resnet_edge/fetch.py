@@ -79,7 +79,7 @@ def hash_matches(digest: str, sha256: str | None, hash_prefix: str | None) -> bo
         return digest == sha256.lower()
     if hash_prefix:
         return digest.startswith(hash_prefix.lower())
-    return True
+    return False
 
 
 def proxy_for(url: str) -> str | None:
@@ -111,6 +111,8 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ha
     KeyboardInterrupt passes through with NAME.part kept."""
     dest = Path(dest)
     shown = redact_url(url)
+    if not (sha256 or hash_prefix):  # nothing would vouch for the bytes: never download blind
+        raise DownloadError(f"{shown}: no sha256 or hash prefix to check the file against; not downloading it")
     if dest.is_file():
         if hash_matches(file_sha256(dest), sha256, hash_prefix):
             log(f"using {dest} (already downloaded, hash checked)")

@@ -190,9 +190,16 @@ def test_wrong_hash_is_refused_and_the_file_removed(server, tmp_path):
     assert not dest.exists() and not part_path(dest).exists()
 
 
+def test_a_download_without_any_hash_to_check_is_refused(server, tmp_path):
+    url, _ = server.add("net", payload())
+    with pytest.raises(DownloadError, match="no sha256 or hash prefix"):
+        quiet_download(url, tmp_path / "net.pth")
+    assert server.requests == []
+
+
 def test_404_is_one_line(server, tmp_path):
     with pytest.raises(DownloadError, match=r"HTTP 404") as error:
-        quiet_download(server.url("/models/missing-12345678.pth"), tmp_path / "missing.pth")
+        quiet_download(server.url("/models/missing-12345678.pth"), tmp_path / "missing.pth", hash_prefix="12345678")
     assert "\n" not in str(error.value) and not (tmp_path / "missing.pth").exists()
 
 
@@ -203,7 +210,7 @@ def test_connection_refused_is_one_line(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(DownloadError, match="cannot connect to 127.0.0.1"):
-        quiet_download(f"http://127.0.0.1:{port}/x-12345678.pth", tmp_path / "x.pth")
+        quiet_download(f"http://127.0.0.1:{port}/x-12345678.pth", tmp_path / "x.pth", hash_prefix="12345678")
 
 
 def test_connection_closed_mid_file_resumes_with_a_range_request(server, tmp_path):
