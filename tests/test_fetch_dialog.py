@@ -74,6 +74,13 @@ def test_dialog_lists_presets_and_downloads_with_progress(qtbot, tmp_path, serve
     assert dialog.table.item(row, 5).text() == "downloaded"
     dialog.reject()
     assert not dialog.worker.isRunning()
+    cached.unlink()
+    dialog.show()  # opened again: a working worker again
+    assert dialog.worker.isRunning()
+    dialog.download_button.click()
+    qtbot.waitUntil(lambda: dialog.download_button.isEnabled(), timeout=WAIT_MS)
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == digest
+    dialog.reject()
 
 
 def test_cancel_keeps_the_part_and_download_resumes_it(qtbot, tmp_path, server, preset_file):

@@ -3,7 +3,7 @@ and Cancel, then exported into the user's models folder.
 
     dialog = FetchDialog(parent)
     dialog.model_ready.connect(window.open_model)   # path of the exported .onnx
-    dialog.open()
+    dialog.open()                                   # may be opened again after it was closed
 
 The download is resnet_edge.fetch.download (resumable, hash-checked) on FetchWorker, a QThread in the style
 of gui/workers.py: the newest request wins, Cancel sets a flag the download loop checks after every chunk
@@ -77,6 +77,13 @@ class FetchWorker(QThread):
             self._stopping = True
             self._cancel.set()
             self._cond.notify_all()
+
+    def resume(self) -> None:
+        """Start (again, after stop() and wait()): the dialog runs its worker only while it is shown."""
+        with self._cond:
+            self._stopping = False
+            self._pending = None
+        self.start()
 
     def run(self) -> None:
         while True:
@@ -174,7 +181,6 @@ class FetchDialog(QDialog):
         self.worker.finished_model.connect(self._on_finished)
         self.worker.failed.connect(lambda line: self._done(f"failed: {line}"))
         self.worker.cancelled.connect(self._done)
-        self.worker.start()
         self.download_button.clicked.connect(self.start_download)
         self.cancel_button.clicked.connect(self.worker.cancel)
         close_button.clicked.connect(self.reject)
@@ -249,6 +255,12 @@ class FetchDialog(QDialog):
         self.download_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.refresh()
+
+    def showEvent(self, event) -> None:
+        if not self.worker.isRunning():
+            self.worker.resume()
+            self.refresh()
+        super().showEvent(event)
 
     def shutdown(self) -> None:
         """Stop the worker (a download in flight stops at its next chunk, keeping its .part) and join it."""
