@@ -1,4 +1,5 @@
-"""Where the shipped models are: the checkout's models/, an installed wheel, or a PyInstaller bundle.
+"""Where models are: the shipped ones (the checkout's models/, an installed wheel, or a PyInstaller bundle),
+then the ones `resnet-edge fetch` wrote into the user's models folder (:func:`user_models_dir`).
 
 The wheel carries the top-level models/ folder as the package data ``resnet_edge/_models`` (see
 pyproject.toml); the bundle carries it as ``models/`` beside the executable's files.
@@ -13,6 +14,32 @@ from pathlib import Path
 from .errors import UserError
 
 DEFAULT_MODEL = "cifar10-resnet20"  # what every command and the app use when no model is named
+
+
+def user_dir(kind: str) -> Path:
+    """The per-user folder for ``kind`` "cache" (downloaded weights) or "data" (models you fetched), under
+    resnet-edge/: XDG on Linux and BSD, ~/Library on macOS, %LOCALAPPDATA% on Windows."""
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local") / "resnet-edge"
+        return base / ("cache" if kind == "cache" else "data")
+    if sys.platform == "darwin":
+        library = home / "Library" / ("Caches" if kind == "cache" else "Application Support")
+        return library / "resnet-edge"
+    variable, fallback = ("XDG_CACHE_HOME", ".cache") if kind == "cache" else ("XDG_DATA_HOME", ".local/share")
+    base = os.environ.get(variable)
+    # the XDG spec: a relative path in these variables is invalid and must be ignored
+    return (Path(base) if base and os.path.isabs(base) else home / fallback) / "resnet-edge"
+
+
+def user_models_dir(override: str | os.PathLike | None = None) -> Path:
+    """Where `resnet-edge fetch` writes models and every command finds them by name: ``override``
+    (--models-dir), else $RESNET_EDGE_MODELS, else the per-user data folder's models/."""
+    if override:
+        return Path(override)
+    if os.environ.get("RESNET_EDGE_MODELS"):
+        return Path(os.environ["RESNET_EDGE_MODELS"])
+    return user_dir("data") / "models"
 
 
 def model_dirs() -> list[Path]:
@@ -46,13 +73,20 @@ def shipped_models() -> list[Path]:
 
 
 def find_model(name: str = DEFAULT_MODEL, precision: str = "fp32") -> Path:
-    """A shipped model by name (``cifar10-resnet20``), fp32 or int8 (``<name>.int8.onnx``)."""
+    """A model by name (``cifar10-resnet20``), fp32 or int8 (``<name>.int8.onnx``): shipped, or fetched
+    into the user's models folder (``resnet-edge fetch``)."""
     filename = f"{name}.onnx" if precision == "fp32" else f"{name}.{precision}.onnx"
     folder = models_folder()
     if folder is not None and (folder / filename).is_file():
         return folder / filename
-    looked = str(folder) if folder else ", ".join(str(d) for d in model_dirs())
-    raise UserError(f"shipped model {filename} not found (looked in {looked}); name a model with --model")
+    fetched = user_models_dir()
+    if (fetched / filename).is_file():
+        return fetched / filename
+    looked = ", ".join(dict.fromkeys(str(d) for d in ([folder] if folder else model_dirs()) + [fetched]))
+    hint = ""
+    if name.startswith("imagenet-"):
+        hint = f"; get it with: resnet-edge fetch {name}" + (" --int8 --calib IMAGES" if precision == "int8" else "")
+    raise UserError(f"model {filename} not found (looked in {looked}){hint}; or name a model file with --model")
 
 
 def resolve_model(model: str | None, precision: str = "fp32") -> Path:

@@ -10,6 +10,7 @@ with exponential back-off, capped, and reset after frames flow again.
 from __future__ import annotations
 
 import queue
+import re
 import sys
 import threading
 import time
@@ -91,16 +92,32 @@ def is_stream(spec: str) -> bool:
     return "://" in spec
 
 
+# query parameters whose values are credentials (signed URLs, API keys, tokens): masked wherever a URL is shown
+_SECRET_QUERY = re.compile(r"(token|key|sig|signature|secret|pass|pwd|auth|credential|session|code)", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ***: stream URLs often carry credentials, logs must not."""
+    """The URL as it may be shown or logged: a password, or a user name alone (often a bare token, as in
+    https://TOKEN@host/), becomes ***, and so do query values whose names look secret (token, key, sig, pwd...)."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
+        netloc = parts.netloc
+        if "@" in netloc:
+            user = f"{parts.username}:***" if parts.password is not None else "***"
+            netloc = f"{user}@{netloc.rpartition('@')[2]}"
+        query = parts.query
+        if query:
+            query = "&".join(_redact_query_item(item) for item in query.split("&"))
+        if (netloc, query) == (parts.netloc, parts.query):
             return url
-        netloc = f"{parts.username}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
     except ValueError:  # not a URL urllib can parse (a bad port...): show the scheme only
         return url.split("://", 1)[0] + "://***"
+
+
+def _redact_query_item(item: str) -> str:
+    name, sep, value = item.partition("=")
+    return f"{name}=***" if sep and value and _SECRET_QUERY.search(name) else item
 
 
 def describe_error(error: BaseException) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,8 @@ class ExportOptions:
     std: tuple[float, float, float] | None = None
     color_order: str | None = None  # override, "RGB" or "BGR"
     crop_ratio: float | None = None  # override: crop side / resized shorter side
+    resize_size: int | None = None  # override: shorter side resized to this, then the centre crop (torchvision's)
+    extra_metadata: dict | None = None  # more metadata keys, e.g. "weights" from a published-weights preset
     force: bool = False  # overwrite an existing output
     parity_samples: int = 8  # random tensors and image-like frames each, for the parity check
     seed: int = 0  # fresh weights and parity inputs
@@ -94,6 +96,10 @@ def build_for_export(options: ExportOptions, log=print) -> tuple[ResNetBase, lis
         mean=options.mean or spec.mean, std=options.std or spec.std,
         color_order=options.color_order or spec.color_order, resize_policy=spec.resize_policy,
         crop_ratio=options.crop_ratio or spec.crop_ratio)
+    if options.resize_size:  # resize to R then crop C == crop the C/R centre, then resize it to C
+        if options.resize_size < min(spec.input_size):
+            raise UserError(f"--resize-size {options.resize_size} is smaller than the input size {spec.input_size}")
+        spec = replace(spec, crop_ratio=min(spec.input_size) / options.resize_size)
     return model.eval(), labels, spec
 
 
@@ -189,7 +195,8 @@ def export(options: ExportOptions, log=print) -> tuple[Path, ParityReport]:
         probes={block: probe_output_names(block) for block in blocks} if options.probes else {},
         precision="fp32",
         extra={"source": {"checkpoint": Path(options.checkpoint).name if options.checkpoint else None,
-                          "fresh_weights": options.checkpoint is None}},
+                          "fresh_weights": options.checkpoint is None},
+               **(options.extra_metadata or {})},
     )
     doc = (f"{options.arch} ({'residual' if not model_spec(options.arch).plain else 'plain'}) image classifier, "
            f"{len(labels)} classes, input {spec.input_size[0]}x{spec.input_size[1]} {spec.color_order}; "
