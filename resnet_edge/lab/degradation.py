@@ -305,7 +305,8 @@ def run_degradation(config: DegradationConfig, out: str | Path, resume: bool = F
     curves. ``resume`` continues nets whose run folder holds a last.pt (train()'s own --resume) and
     skips finished ones. ``out`` must already be ours (common.prepare_out, or an earlier run)."""
     from ..training.nets import model_spec
-    from ..training.train import TrainConfig, train
+    from ..training.config import TrainConfig
+    from ..training.train import train
 
     nets = config.nets()
     for _, depth, arch in nets:
