@@ -481,8 +481,8 @@ def _add_lab(sub: argparse._SubParsersAction) -> None:
 
     q = lab.add_parser("degradation", help="train plain-20/56 and resnet-20/56 with one recipe; error curves (needs torch)",
                        description="He et al. 2016, Fig. 1 and 6: plain-56 trains worse than plain-20, resnet-56 better "
-                                   "than resnet-20. --quick (default): a 10,000/2,000-image subset, 30 epochs, about an "
-                                   "hour on 2 CPU cores. --full: all images, 160 epochs, for a GPU.")
+                                   "than resnet-20. --quick (default): a 10,000/2,000-image subset, 30 epochs, for a CPU. "
+                                   "--full: all images, 160 epochs, for a GPU.")
     common(q)
     q.add_argument("--data", help="folder of class folders, e.g. CIFAR-10's training images")
     q.add_argument("--val-data", help="separate validation folder (same classes); default: held out of --data")

@@ -39,12 +39,6 @@ def models_folder() -> Path | None:
     return None
 
 
-def shipped_models() -> list[Path]:
-    """All .onnx files in the models folder."""
-    folder = models_folder()
-    return sorted(folder.glob("*.onnx")) if folder else []
-
-
 def find_model(name: str = DEFAULT_MODEL, precision: str = "fp32") -> Path:
     """A shipped model by name (``cifar10-resnet20``), fp32 or int8 (``<name>.int8.onnx``)."""
     filename = f"{name}.onnx" if precision == "fp32" else f"{name}.{precision}.onnx"

@@ -10,7 +10,7 @@ curves come from those metrics.csv files: training error is measured during each
 images, BatchNorm in training mode, as the paper's thin curves), validation error after it.
 
 Modes: ``quick`` trains on a class-balanced subset (10,000 training and 2,000 validation images) for 30
-epochs, about an hour for the four nets on 2 CPU cores; ``full`` uses every image (45,000 / 5,000 as
+epochs, for a CPU; ``full`` uses every image (45,000 / 5,000 as
 in the paper) for 160 epochs, for a GPU. This module imports torch only when it trains, so results
 can be re-read and re-plotted without it.
 """
