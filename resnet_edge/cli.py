@@ -16,11 +16,14 @@ EXIT_USER_ERROR = 2
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from .training.config import add_train_arguments  # no torch: the options live in a plain dataclass
-
     p = sub.add_parser("train", help="train a residual network on a folder of class folders (needs torch)",
                        description="Train on DATA/<class>/<image> folders; writes OUT/last.pt every epoch.")
-    add_train_arguments(p)
+    try:
+        from .training.config import add_train_arguments  # no torch: the options live in a plain dataclass
+    except ImportError:  # a build without the training code (the packaged app's CLI): `train` fails when run
+        p.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    else:
+        add_train_arguments(p)
     p.set_defaults(run=_run_train)
 
 

@@ -304,8 +304,8 @@ def run_degradation(config: DegradationConfig, out: str | Path, resume: bool = F
     """Train every net of ``config.nets()`` into out/runs/<arch> with the same recipe; read back their
     curves. ``resume`` continues nets whose run folder holds a last.pt (train()'s own --resume) and
     skips finished ones. ``out`` must already be ours (common.prepare_out, or an earlier run)."""
-    from ..training.nets import model_spec
     from ..training.config import TrainConfig
+    from ..training.nets import model_spec
     from ..training.train import train
 
     nets = config.nets()

@@ -136,7 +136,8 @@ def fit_to_data(config: TrainConfig, train_images: int) -> TrainConfig:
     return dataclasses.replace(config, batch_size=batch_size, warmup_epochs=warmup)
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """SGD's parameter groups: weight decay on conv and linear weights, none on BatchNorm and biases."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (decay if param.ndim > 1 else no_decay).append(param)  # conv/linear weights vs BN and biases
@@ -323,7 +324,8 @@ def _train(config: TrainConfig, resume: bool, force: bool, show_progress: bool, 
         config, init_state = resolve_init(config)  # checked before minutes of decoding
     check_options(config, device)
 
-    layout, side = model_spec(config.arch).layout, config.input_size or model_spec(config.arch).default_input_size
+    layout = model_spec(config.arch).layout
+    side = config.input_size or model_spec(config.arch).default_input_size
     folder, val_folder, train_idx, val_idx = scan_folders(config)
     distiller = load_teachers(config, folder.classes, side, device, val_folder, val_idx)  # before decoding too
     torch.manual_seed(config.seed)
@@ -351,7 +353,7 @@ def _train(config: TrainConfig, resume: bool, force: bool, show_progress: bool, 
     config = fit_to_data(config, len(train_split))  # a resumed run's were fitted when it started
 
     model = model.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(_param_groups(model, config.weight_decay), lr=config.lr,
+    optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.lr,
                                 momentum=config.momentum, nesterov=True)
     average = WeightAverage(model) if config.swa_epochs else None
     rows: list[dict] = []
