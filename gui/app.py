@@ -124,8 +124,8 @@ class MainWindow(QMainWindow):
         self.capture.start()
         self.inference.start()
         self.prober.start()
-        # Poll the latest-frame slot every 10 ms and repaint only when a new frame is there: a 33 ms timer beat
-        # against a 30 fps source and skipped ~4% of its frames (benchmarks/gui_pipeline.py); polling is cheap.
+        # Poll the latest-frame slot often and repaint only when a new frame is there: a timer at the source's
+        # frame interval beats against it and skips frames (benchmarks/gui_pipeline.py); polling is cheap.
         self.display_timer = QTimer(self, interval=DISPLAY_POLL_MS, timeout=self._refresh_frame)
         self.status_timer = QTimer(self, interval=500, timeout=self._refresh_status)
         self.display_timer.start()

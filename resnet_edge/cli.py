@@ -19,73 +19,21 @@ EXIT_USER_ERROR = 2
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a residual network on a folder of class folders (needs torch)",
                        description="Train on DATA/<class>/<image> folders; writes OUT/last.pt every epoch.")
-    p.add_argument("data", help="folder of class folders (ImageFolder layout)")
-    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, curves.png)")
-    p.add_argument("--arch", help="architecture, e.g. resnet20, resnet56, resnet18, plain20 (default: resnet20, or "
-                                  "--init's)")
-    p.add_argument("--val-data", help="separate validation folder (same classes)")
-    p.add_argument("--val-split", type=float, default=0.1,
-                   help="hold out this share of each class (< 1) or this many images per class (>= 1); default 0.1")
-    p.add_argument("--epochs", type=int,
-                   help="passes over the training split (default 150); with --resume the run's own, or more to extend it")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--warmup-epochs", type=float, default=2.0)
-    p.add_argument("--crop-padding", type=int, default=4)
-    p.add_argument("--cutout", type=int, default=0,
-                   help="erase a square of this side per image, in the mean colour (0: off; 16 for CIFAR-10 in DeVries "
-                        "& Taylor 2017)")
-    p.add_argument("--input-size", type=int, help="square input side (default: 32 for CIFAR nets, 224 for ImageNet nets)")
-    p.add_argument("--shortcut", choices=["A", "B"], help="CIFAR nets: A zero-pad (paper, the default) or B projection")
-    p.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto",
-                   help="bf16 autocast: auto (default) where it is faster (a GPU with bf16, a CPU with AMX), bf16 "
-                        "always, off for fp32")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / processes)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the training step (needs a C++ compiler; about 1.2x faster here after a "
-                        "minute of compiling); may be switched on or off when resuming")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue OUT from its last.pt")
-    p.add_argument("--init", metavar="CHECKPOINT",
-                   help="fine-tune: start from these weights (a run's last.pt or a torchvision-style state_dict, "
-                        "e.g. resnet18 ImageNet weights you have); a new classifier when the classes differ. "
-                        "Use a smaller --lr, e.g. 0.01")
-    p.add_argument("--teacher", metavar="CHECKPOINT", action="append",
-                   help="knowledge distillation: also learn a trained net's softened outputs (e.g. a ResNet-56's "
-                        "last.pt for a ResNet-20 to ship); same classes and input size. Repeat it to distill an "
-                        "ensemble: the mean of the teachers' softened outputs")
-    p.add_argument("--distill-weight", type=float, default=0.9,
-                   help="share of the loss from the teacher, the rest from the labels (default 0.9)")
-    p.add_argument("--distill-temperature", type=float, default=4.0, help="softmax temperature (default 4)")
-    p.add_argument("--swa-epochs", type=int, default=0,
-                   help="stochastic weight averaging: the last N epochs run at a constant --swa-lr and the average "
-                        "of their weights is what last.pt holds (default 0: off)")
-    p.add_argument("--swa-lr", type=float, default=0.02, help="learning rate of the averaging epochs (default 0.02)")
-    p.add_argument("--force", action="store_true", help="start over in an existing run folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    try:
+        from .training.config import add_train_arguments  # no torch: the options live in a plain dataclass
+    except ImportError:  # a build without the training code (the packaged app's CLI): `train` fails when run
+        p.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    else:
+        add_train_arguments(p)
     p.set_defaults(run=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .training.train import TrainConfig, train
+    from .training.config import config_from_args
+    from .training.train import train
 
-    config = TrainConfig(
-        data=args.data, out=args.out, arch=args.arch, val_data=args.val_data, val_split=args.val_split,
-        # resuming without --epochs keeps the run's own count (a default of 150 would silently extend its schedule)
-        epochs=args.epochs if args.epochs is not None else (None if args.resume else TrainConfig.epochs),
-        batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, warmup_epochs=args.warmup_epochs,
-        crop_padding=args.crop_padding, cutout=args.cutout, input_size=args.input_size, shortcut=args.shortcut, amp=args.amp,
-        device=args.device, threads=args.threads, compile=args.compile, seed=args.seed, init=args.init, teacher=args.teacher,
-        distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
-        swa_epochs=args.swa_epochs, swa_lr=args.swa_lr,
-    )
     try:
-        row = train(config, resume=args.resume, force=args.force, show_progress=not args.no_progress)
+        row = train(config_from_args(args), resume=args.resume, force=args.force, show_progress=not args.no_progress)
     except KeyboardInterrupt:
         return 130
     if row:
@@ -117,7 +65,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a PyTorch ResNet to ONNX with metadata and a parity check (needs torch)",
                        description="Export to ONNX (opset >= 17, dynamic batch), embed labels and preprocessing, "
                                    "and check ONNX Runtime against PyTorch before writing.")
-    p.add_argument("--arch", required=True, help="architecture, e.g. resnet20, resnet18, resnet50, plain56")
+    p.add_argument("--arch", help="architecture, e.g. resnet20, resnet18, resnet50, plain56 (default: the one "
+                                  "--checkpoint records; needed for a bare state_dict or fresh weights)")
     p.add_argument("--checkpoint", help="our checkpoint (run/last.pt) or a torchvision-style state_dict (.pth); "
                                         "without it, freshly initialised weights are exported (for speed tests)")
     p.add_argument("--output", "-o", required=True, help="output .onnx file")
@@ -530,8 +479,8 @@ def _add_lab(sub: argparse._SubParsersAction) -> None:
 
     q = lab.add_parser("degradation", help="train plain-20/56 and resnet-20/56 with one recipe; error curves (needs torch)",
                        description="He et al. 2016, Fig. 1 and 6: plain-56 trains worse than plain-20, resnet-56 better "
-                                   "than resnet-20. --quick (default): a 10,000/2,000-image subset, 30 epochs, about an "
-                                   "hour on 2 CPU cores. --full: all images, 160 epochs, for a GPU.")
+                                   "than resnet-20. --quick (default): a 10,000/2,000-image subset, 30 epochs, for a CPU. "
+                                   "--full: all images, 160 epochs, for a GPU.")
     common(q)
     q.add_argument("--data", help="folder of class folders, e.g. CIFAR-10's training images")
     q.add_argument("--val-data", help="separate validation folder (same classes); default: held out of --data")

@@ -66,12 +66,6 @@ def models_folder() -> Path | None:
     return None
 
 
-def shipped_models() -> list[Path]:
-    """All .onnx files in the models folder."""
-    folder = models_folder()
-    return sorted(folder.glob("*.onnx")) if folder else []
-
-
 def find_model(name: str = DEFAULT_MODEL, precision: str = "fp32") -> Path:
     """A model by name (``cifar10-resnet20``), fp32 or int8 (``<name>.int8.onnx``): shipped, or fetched
     into the user's models folder (``resnet-edge fetch``)."""

@@ -22,10 +22,9 @@ SHORT_NAMES = {
 LONG_TO_SHORT = {long: short for short, long in SHORT_NAMES.items()}
 CHOICES = ("auto", *SHORT_NAMES)
 
-# `auto` tries these in order, per precision (benchmarks/resnet18_int8.py, ResNet-18 at 224 on a 2-core
-# Sapphire Rapids): int8 QDQ runs fastest through OpenVINO on x86 (2.4 ms vs 4.2 ms on ORT's CPU EP) and has
-# no DirectML kernels; fp32 ran 2x slower through OpenVINO than on ORT's own CPU EP (23 ms vs 11 ms), so
-# OpenVINO comes after CPU there; fp16 only pays on GPUs.
+# `auto` tries these in order, per precision (benchmarks/resnet18_int8.py times them): int8 QDQ runs fastest
+# through OpenVINO on x86 and has no DirectML kernels; fp32 runs slower through OpenVINO than on ORT's own CPU
+# EP, so OpenVINO comes after CPU there; fp16 only pays on GPUs.
 AUTO_ORDER = {
     "fp32": ("cuda", "directml", "cpu", "openvino"),
     "fp16": ("cuda", "directml", "openvino", "cpu"),
@@ -148,8 +147,7 @@ def int8_cpu_warnings(quantization: Any, running: list[str], flags: frozenset[st
     if flags is None or flags & VNNI_FLAGS:
         return []
     return ["this int8 model has 8-bit weights and this CPU has no VNNI: ONNX Runtime's U8S8 kernels can saturate "
-            "here and give other answers than on a VNNI/AMX CPU or a GPU (a ResNet-20: 89.90% instead of 90.80% "
-            "top-1); quantize it again with 7-bit weights, the default of `resnet-edge quantize`"]
+            "here and give other answers than on a VNNI/AMX CPU or a GPU (lower top-1); quantize it again with 7-bit weights, the default of `resnet-edge quantize`"]
 
 
 def warn(message: str, sink: Callable[[str], None] | None = None) -> None:

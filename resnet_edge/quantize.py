@@ -2,26 +2,24 @@
 
 INT8 recipe (ONNX Runtime's static quantization):
 - QDQ format, per-channel int8 weights, uint8 activations by default ("U8S8"). On x86 with VNNI/AMX,
-  ONNX Runtime's U8S8 kernels are the fast path; int8 activations (S8S8) measured 2.6x slower for
-  resnet18 at 224 on this machine (one thread), so they are an option only.
+  ONNX Runtime's U8S8 kernels are the fast path; int8 activations (S8S8) run slower there,
+  so they are an option only.
 - Calibration images come from a folder (class folders or flat) or a training run's split.json, spread
   evenly over the classes and seeded, and go through the runtime's own preprocessing
   (``preprocess.fit_frame`` + ``normalize``), so calibration sees exactly the tensors inference sees.
 - ``quant_pre_process`` (shape inference + ONNX Runtime's basic graph optimisations) runs first. It
   removes the Identity nodes through which the PyTorch exporter shares equal tensors between convolutions
   (BN folding of fresh weights gives many equal biases); without that, those Convs cannot get their own
-  int32 bias and fall off the fused int8 kernel. Measured on this machine, one thread, batch 1, fresh
-  weights: resnet18 224 int8 40.5 ms without it, 10.2 ms with it; resnet20 1.51 vs 0.44 ms. A trained
-  resnet20 (no shared biases) runs the same either way (0.34 ms), so it is on by default: it never hurt.
+  int32 bias and fall off the fused int8 kernel, several times slower for nets with fresh weights. A
+  trained net (no shared biases) runs the same either way, so it is on by default: it never hurt.
   ``--no-pre-process`` keeps the plain path for comparison.
 - Weights use 7 bits ([-64, 64], ORT's ``reduce_range``) by default. x86 CPUs without VNNI (AVX2 only, and
   AVX-512 before Cascade Lake: many laptops, AMD before Zen 4) multiply u8 x s8 pairs with VPMADDUBSW,
   whose 16-bit sum of two products saturates once 255 x |w| x 2 > 32767: with 8-bit weights the same file
-  then gives other answers there than on a VNNI/AMX CPU or a GPU. Measured on a 2-core AMD EPYC (AVX2) with
-  the shipped ResNet-20 on its 5,000 held-out images (``benchmarks/int8_precision.py``): 8-bit weights
-  89.90% (90.80% on a VNNI/AMX CPU), 7-bit weights 90.64% (the same everywhere: no sum can saturate), at the
-  same speed (0.84 vs 0.83 ms); ORT's own fix for 8-bit files, ``session.x64quantprecision``, gave 90.80%
-  at 1.39 ms, slower than fp32 (1.29 ms). ``--weight-bits 8`` keeps the last bit for VNNI/AMX/GPU targets.
+  then gives other answers there (a lower top-1) than on a VNNI/AMX CPU or a GPU. 7-bit weights give the
+  same answers everywhere (no sum can saturate) at the same speed; ORT's own fix for 8-bit files,
+  ``session.x64quantprecision``, runs slower than fp32 (``benchmarks/int8_precision.py`` measures all three).
+  ``--weight-bits 8`` keeps the last bit for VNNI/AMX/GPU targets.
 - The output keeps all metadata and probe outputs; ``precision`` becomes "int8" and a ``quantization`` key
   records how it was made. Nothing is written unless everything succeeded (atomic write, no overwrite
   without ``--force``).
@@ -233,8 +231,7 @@ def _set_metadata(model_bytes: bytes, props: dict[str, str]) -> bytes:
 
     proto = onnx.load_model_from_string(model_bytes)
     del proto.metadata_props[:]  # also drops the "onnx.infer" entry ORT's tools add
-    # shape annotations left by pre-processing: ONNX Runtime infers them again at load, and they are 2% of
-    # an int8 resnet20
+    # shape annotations left by pre-processing: ONNX Runtime infers them again at load
     del proto.graph.value_info[:]
     for key, value in props.items():
         entry = proto.metadata_props.add()

@@ -6,9 +6,8 @@
 # models/NAME.int8.onnx and models/NAME.verify.json.
 set -euo pipefail
 RUN=${1:?run folder}; DATA=${2:?training image folder}; NAME=${3:-cifar10-resnet20}
-ARCH=$("${PYTHON:-python}" -c "import json,sys; print(json.load(open(sys.argv[1]))['arch'])" "$RUN/config.json")
 cd "$(dirname "$0")/.."
-"${PYTHON:-python}" -m resnet_edge.cli export --arch "$ARCH" --checkpoint "$RUN/last.pt" --output "models/$NAME.onnx" --probes --force
+"${PYTHON:-python}" -m resnet_edge.cli export --checkpoint "$RUN/last.pt" --output "models/$NAME.onnx" --probes --force
 "${PYTHON:-python}" -m resnet_edge.cli quantize "models/$NAME.onnx" --calib "$DATA" --calib-exclude "$RUN/split.json" --calib-size 512 \
     --method minmax --output "models/$NAME.int8.onnx" --force --no-progress
 "${PYTHON:-python}" -m resnet_edge.cli verify --split "$RUN/split.json" --checkpoint "$RUN/last.pt" -m "models/$NAME.onnx" \

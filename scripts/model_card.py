@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -67,16 +68,18 @@ def _run_path(checkpoint: str) -> str:
 
 
 def _teachers(config: dict) -> list[str]:
-    """The --teacher checkpoints (one string in runs from before --teacher could be repeated)."""
-    teacher = config.get("teacher") or []
-    return [teacher] if isinstance(teacher, str) else list(teacher)
+    """The --teacher checkpoints."""
+    return list(config.get("teacher") or [])
 
 
 def _train_command(config: dict) -> str:
-    defaults = {"val_data": None, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-                "label_smoothing": 0.1, "warmup_epochs": 2.0, "crop_padding": 4, "cutout": 0, "input_size": None,
-                "shortcut": "A", "amp": "auto", "device": "cpu", "threads": 0, "compile": False, "init": None, "teacher": None,
-                "distill_weight": 0.9, "distill_temperature": 4.0, "swa_epochs": 0, "swa_lr": 0.02}
+    from resnet_edge.training.config import DEFAULT_BATCH_SIZE, TrainConfig
+
+    given = ("data", "out", "arch", "val_split", "epochs", "seed")  # always spelled out, first
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name not in given}
+    # config.json records what the run trained with: the shortcut (and, unless a small folder shrank it, the
+    # batch) that the defaults resolve to
+    defaults.update(shortcut="A", batch_size=DEFAULT_BATCH_SIZE)
     parts = ["resnet-edge train", "cifar10/train", "--out", f"runs/{Path(config['out']).name}",
              "--arch", config["arch"], "--val-split", f"{config['val_split']:g}", "--epochs", str(config["epochs"]),
              "--seed", str(config["seed"])]

@@ -24,8 +24,9 @@ def color_models(tmp_path_factory, color_folder: Path) -> ColorModels:
     """Train (8 short epochs), export and quantize once; later calls get the same files."""
     if "models" not in _BUILT:
         from resnet_edge.quantize import QuantizeOptions, quantize
+        from resnet_edge.training.config import TrainConfig
         from resnet_edge.training.export import ExportOptions, export
-        from resnet_edge.training.train import TrainConfig, train
+        from resnet_edge.training.train import train
 
         root = tmp_path_factory.mktemp("color_models")
         run = root / "run"

@@ -43,7 +43,8 @@ def test_export_fresh_resnet20_with_probes_prints_parity_and_carries_the_contrac
 
 
 def test_export_from_our_training_checkpoint_keeps_labels_and_normalisation(tmp_path, color_folder):
-    from resnet_edge.training.train import TrainConfig, train
+    from resnet_edge.training.config import TrainConfig
+    from resnet_edge.training.train import train
 
     run = tmp_path / "run"
     train(TrainConfig(data=str(color_folder), out=str(run), arch="resnet20", epochs=1, batch_size=16, val_split=4,
@@ -189,6 +190,42 @@ def test_checkpoint_for_another_architecture_is_refused(tmp_path):
     result = run_cli("export", "--arch", "resnet20", "--checkpoint", str(pth), "-o", str(tmp_path / "x.onnx"))
     assert result.returncode == 2
     assert "does not fit architecture resnet20" in result.stderr and "unexpected" in result.stderr
+
+
+def test_export_reads_the_architecture_from_our_checkpoint(tmp_path):
+    from resnet_edge.preprocess import PreprocessSpec
+    from resnet_edge.training.checkpoint import save_checkpoint
+    from resnet_edge.training.config import TrainConfig
+    from resnet_edge.training.nets import create_model
+
+    torch.manual_seed(0)
+    net = create_model("resnet32", num_classes=3).eval()
+    for m in net.modules():  # BN statistics as a trained net has them, so logits are of a trained net's size
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0), m.running_mean.uniform_(-0.1, 0.1)
+    checkpoint = tmp_path / "last.pt"
+    config = TrainConfig(data="data", out=str(tmp_path), arch="resnet32", shortcut="A")
+    save_checkpoint(checkpoint, net, None, 1, config, ["a", "b", "c"], PreprocessSpec((32, 32)), [])
+    out = tmp_path / "r32.onnx"
+    result = run_cli("export", "--checkpoint", str(checkpoint), "-o", str(out))  # no --arch
+    assert result.returncode == 0, result.stderr
+    assert "loaded resnet32 weights" in result.stdout
+    meta = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
+    assert meta["arch"] == "resnet32" and meta["labels"] == ["a", "b", "c"] and len(meta["blocks"]) == 15
+    # an --arch that contradicts the checkpoint: one line, exit 2, nothing written
+    other = tmp_path / "r20.onnx"
+    result = run_cli("export", "--arch", "resnet20", "--checkpoint", str(checkpoint), "-o", str(other))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "holds a resnet32, not a resnet20 (leave out --arch, or use --arch resnet32)" in result.stderr
+    assert not other.exists()
+    # a bare state_dict does not say what it is, and fresh weights have nothing to say it
+    bare = tmp_path / "bare.pth"
+    torch.save(net.state_dict(), bare)
+    for args, reason in ((["--checkpoint", str(bare)], "bare state_dict, which does not record its architecture"),
+                         ([], "without --checkpoint there is no architecture to read")):
+        result = run_cli("export", *args, "-o", str(other))
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "--arch is needed: " in result.stderr and reason in result.stderr and not other.exists()
 
 
 def test_malicious_pickle_checkpoint_is_refused_and_runs_nothing(tmp_path):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -82,6 +84,58 @@ def test_split_json_of_a_run_named_by_a_relative_path_is_read_from_any_folder(tm
                       str(work / "run" / "last.pt"), "--no-progress")  # from the checkout, not from work/
     assert checked.returncode == 0, checked.stderr
     assert "12 images" in checked.stdout + checked.stderr and "could be read" not in checked.stderr
+
+
+def test_a_small_folder_gets_a_batch_that_gives_several_steps_per_epoch(tmp_path, color_folder):
+    # 60 training images: batch 128 (the default) would leave no full batch, and a batch of all 60 one step per
+    # epoch, a 2-epoch run all warm-up; without --batch-size the batch shrinks to give 4 steps per epoch
+    out = tmp_path / "run"
+    result = run_cli("train", str(color_folder), "--out", str(out), "--arch", "resnet20", "--val-split", "4",
+                     "--threads", "1", "--no-progress", "--epochs", "2", "--amp", "off")
+    assert result.returncode == 0, result.stderr
+    assert "batch 15, not 128: 60 training images give 4 steps per epoch (--batch-size sets it)" in result.stderr
+    assert "warm-up 1 epoch(s), not 2: at most half of the 2 epoch(s) of the schedule" in result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["batch_size"] == 15 and config["warmup_epochs"] == 1.0  # what --resume trains on with
+    # 4 warm-up steps, then 4 of cosine: the last step of epoch 2 (step 7) is 3/4 down the cosine
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert float(rows[0]["lr"]) == pytest.approx(0.1 * (0.1 + 0.9 * 3 / 4))
+    assert float(rows[1]["lr"]) == pytest.approx(0.05 * (1 + math.cos(0.75 * math.pi)))
+
+    # --resume on the finished run says so at once, without decoding, and how to extend it; nothing is written
+    before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    result = run_cli("train", str(color_folder), "--out", str(out), "--resume", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert f"{out} is finished: 2 of 2 epochs, validation top-1 " in result.stderr
+    assert f"resume it with more epochs: resnet-edge train {color_folder} --out {out} --resume --epochs N (N > 2)" \
+        in result.stderr
+    assert "data:" not in result.stderr and "epoch 3" not in result.stderr
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before
+
+
+def test_a_batch_given_is_kept_and_a_run_is_only_extended_by_resume(capsys):
+    from resnet_edge.errors import UserError
+    from resnet_edge.training.config import TrainConfig
+    from resnet_edge.training.runs import is_finished
+    from resnet_edge.training.train import fit_to_data
+
+    config = TrainConfig(data="d", out="o", epochs=10)
+    assert fit_to_data(config, 100_000).batch_size == 128 and capsys.readouterr().err == ""
+    assert fit_to_data(config, 300).batch_size == 75
+    given = fit_to_data(TrainConfig(data="d", out="o", epochs=10, batch_size=32), 60)  # the user's word wins
+    assert given.batch_size == 32 and given.warmup_epochs == 2.0
+    assert "warning: --batch-size 32 gives 1 step(s) per epoch of the 60 training images" in capsys.readouterr().err
+    with pytest.raises(UserError, match="batch size 64 is larger than the 60 training images"):
+        fit_to_data(TrainConfig(data="d", out="o", epochs=10, batch_size=64), 60)
+    # SWA: the warm-up fits into the epochs before the averaging ones; all averaged: no warm-up to fit
+    assert fit_to_data(TrainConfig(data="d", out="o", epochs=6, swa_epochs=3), 600).warmup_epochs == 1.5
+    assert fit_to_data(TrainConfig(data="d", out="o", epochs=2, swa_epochs=2), 600).warmup_epochs == 2.0
+
+    state = {"epoch": 3, "config": {"epochs": 8}, "history": [{"val_acc": 0.5}] * 3}
+    assert not is_finished(Path("run"), TrainConfig(data="d", out="run", epochs=8), state)
+    with pytest.raises(UserError, match="--epochs 2: run has trained 3 of its 8 epochs already"):
+        is_finished(Path("run"), TrainConfig(data="d", out="run", epochs=2), state)
+    assert is_finished(Path("run"), TrainConfig(data="d", out="run", epochs=3), {**state, "config": {"epochs": 3}})
 
 
 def test_split_is_seeded_per_class_and_disjoint():
@@ -254,20 +308,8 @@ def test_distillation_teaches_the_student_what_the_teachers_know(tmp_path, color
     assert from_teachers >= 0.9 and from_labels <= 0.2, (from_teachers, from_labels)
 
 
-def test_a_run_from_before_teachers_were_a_list_resumes_with_its_teacher(tmp_path, color_folder):
-    teacher, student = tmp_path / "teacher", tmp_path / "student"
-    assert run_cli(*_train_args(color_folder, teacher, "--epochs", "1")).returncode == 0
-    assert run_cli(*_train_args(color_folder, student, "--epochs", "1", "--teacher", str(teacher / "last.pt"))).returncode == 0
-    config = json.loads((student / "config.json").read_text())
-    (student / "config.json").write_text(json.dumps({**config, "teacher": str(teacher / "last.pt")}))  # as they wrote it
-    result = run_cli(*_train_args(color_folder, student, "--epochs", "2", "--resume"))
-    assert result.returncode == 0, result.stderr
-    assert f"distilling from {teacher / 'last.pt'} (" in result.stderr and "resuming" in result.stderr
-    assert json.loads((student / "config.json").read_text())["teacher"] == [str(teacher / "last.pt")]
-
-
 def test_an_ensemble_of_teachers_is_the_mean_of_their_softened_outputs():
-    from resnet_edge.training.train import ensemble_logits
+    from resnet_edge.training.distill import ensemble_logits
 
     generator = torch.Generator().manual_seed(0)
     logits = [torch.randn(5, 4, generator=generator) * 3 for _ in range(3)]
@@ -461,7 +503,7 @@ def test_weight_averaging_over_every_epoch_runs_at_the_averaging_lr_from_the_fir
 def test_weight_averaging_batchnorm_pass_shuffles_a_split_stored_class_by_class():
     from resnet_edge.preprocess import PreprocessSpec
     from resnet_edge.training.data import InMemorySplit, to_input
-    from resnet_edge.training.train import WeightAverage
+    from resnet_edge.training.swa import WeightAverage
 
     # two classes, dark then bright, stored in that order as load_split stores them: batches taken in order
     # would each hold one class and see only the small variance inside it
@@ -486,7 +528,7 @@ def _measure_batchnorm_on_rank(rank: int, world: int, port: int, out: str) -> No
     from resnet_edge.preprocess import PreprocessSpec
     from resnet_edge.training.data import InMemorySplit
     from resnet_edge.training.nets import create_model
-    from resnet_edge.training.train import WeightAverage
+    from resnet_edge.training.swa import WeightAverage
 
     if world > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

@@ -10,7 +10,7 @@ curves come from those metrics.csv files: training error is measured during each
 images, BatchNorm in training mode, as the paper's thin curves), validation error after it.
 
 Modes: ``quick`` trains on a class-balanced subset (10,000 training and 2,000 validation images) for 30
-epochs, about an hour for the four nets on 2 CPU cores; ``full`` uses every image (45,000 / 5,000 as
+epochs, for a CPU; ``full`` uses every image (45,000 / 5,000 as
 in the paper) for 160 epochs, for a GPU. This module imports torch only when it trains, so results
 can be re-read and re-plotted without it.
 """
@@ -304,8 +304,9 @@ def run_degradation(config: DegradationConfig, out: str | Path, resume: bool = F
     """Train every net of ``config.nets()`` into out/runs/<arch> with the same recipe; read back their
     curves. ``resume`` continues nets whose run folder holds a last.pt (train()'s own --resume) and
     skips finished ones. ``out`` must already be ours (common.prepare_out, or an earlier run)."""
+    from ..training.config import TrainConfig
     from ..training.nets import model_spec
-    from ..training.train import TrainConfig, train
+    from ..training.train import train
 
     nets = config.nets()
     for _, depth, arch in nets:

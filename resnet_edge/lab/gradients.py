@@ -28,7 +28,7 @@ from ..errors import UserError
 from ..preprocess import PreprocessSpec
 from ..training.data import augment_batch, to_input
 from ..training.nets import create_model
-from ..training.train import _param_groups
+from ..training.train import param_groups
 
 Progress = Callable[[int, int, str], None]
 SAME_ORDER = 10.0  # "same order": the first/last ratio within [1/10, 10]
@@ -102,7 +102,7 @@ def block_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
 
 def _train_steps(model: nn.Module, batches: Batches, config: GradientsConfig) -> float:
     """``steps`` SGD steps on batches 1..steps of the pool (batch 0 is kept for measuring); last loss."""
-    optimizer = torch.optim.SGD(_param_groups(model, config.weight_decay), lr=config.lr, momentum=0.9, nesterov=True)
+    optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.lr, momentum=0.9, nesterov=True)
     generator = torch.Generator().manual_seed(config.seed)
     model.train()
     loss = torch.tensor(float("nan"))

@@ -69,7 +69,3 @@ def eager_fp32(arch: str, num_classes: int, threads: int | None = None) -> Calla
             return model(torch.from_numpy(batch)).numpy()
 
     return run
-
-
-def torch_version() -> str:
-    return torch.__version__

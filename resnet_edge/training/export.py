@@ -32,7 +32,7 @@ PARITY_TOLERANCE = 1e-4
 
 @dataclass
 class ExportOptions:
-    arch: str  # registry name
+    arch: str | None  # registry name; None: the one --checkpoint records
     output: str  # .onnx path
     checkpoint: str | None = None  # ours or a torchvision-style state_dict; None = fresh weights
     labels: str | None = None  # imagenet | cifar10 | file | comma list; default from checkpoint/layout
@@ -66,13 +66,19 @@ class ParityReport:
 
 
 def build_for_export(options: ExportOptions, log=print) -> tuple[ResNetBase, list[str], PreprocessSpec]:
-    """The network with its weights, its labels and its preprocessing."""
-    spec_entry = model_spec(options.arch)
+    """The network (its ``arch`` attribute names it) with its weights, its labels and its preprocessing."""
     state: dict = {}
     if options.checkpoint:
         state = load_checkpoint(options.checkpoint)
-        if state.get("arch") and state["arch"] != options.arch:
-            raise UserError(f"{options.checkpoint} holds a {state['arch']}, not a {options.arch} (use --arch {state['arch']})")
+        if state.get("arch") and options.arch not in (None, state["arch"]):
+            raise UserError(f"{options.checkpoint} holds a {state['arch']}, not a {options.arch} (leave out --arch, "
+                            f"or use --arch {state['arch']})")
+    arch = options.arch or state.get("arch")
+    if arch is None:
+        raise UserError("--arch is needed: " + (f"{options.checkpoint} is a bare state_dict, which does not record "
+                                                "its architecture" if options.checkpoint else
+                                                "without --checkpoint there is no architecture to read"))
+    spec_entry = model_spec(arch)
     labels = load_labels(options.labels) if options.labels else state.get("labels")
     weights = state.get("model", {})
     if labels is None:
@@ -81,12 +87,12 @@ def build_for_export(options: ExportOptions, log=print) -> tuple[ResNetBase, lis
         builtin = {10: "cifar10", 1000: "imagenet"}.get(classes)
         labels = load_labels(builtin) if builtin else [f"class_{i}" for i in range(classes)]
     torch.manual_seed(options.seed)
-    model = create_model(options.arch, num_classes=len(labels), **state.get("model_kwargs", {}))
+    model = create_model(arch, num_classes=len(labels), **state.get("model_kwargs", {}))
     if options.checkpoint:
         load_weights(model, weights, options.checkpoint)
-        log(f"loaded {options.arch} weights from {options.checkpoint}")
+        log(f"loaded {arch} weights from {options.checkpoint}")
     else:
-        log(f"note: no --checkpoint given: exporting freshly initialised {options.arch} weights "
+        log(f"note: no --checkpoint given: exporting freshly initialised {arch} weights "
             "(good for speed tests, not for predictions)")
     spec = default_spec(spec_entry.layout, options.input_size)
     if "preprocess" in state:
@@ -191,14 +197,14 @@ def export(options: ExportOptions, log=print) -> tuple[Path, ParityReport]:
     onnx_bytes = to_onnx_bytes(model, spec, options.probes, options.opset)
     blocks = model.block_names
     contract = ModelContract(
-        labels=labels, preprocess=spec, arch=options.arch, blocks=blocks,
+        labels=labels, preprocess=spec, arch=model.arch, blocks=blocks,
         probes={block: probe_output_names(block) for block in blocks} if options.probes else {},
         precision="fp32",
         extra={"source": {"checkpoint": Path(options.checkpoint).name if options.checkpoint else None,
                           "fresh_weights": options.checkpoint is None},
                **(options.extra_metadata or {})},
     )
-    doc = (f"{options.arch} ({'residual' if not model_spec(options.arch).plain else 'plain'}) image classifier, "
+    doc = (f"{model.arch} ({'residual' if not model_spec(model.arch).plain else 'plain'}) image classifier, "
            f"{len(labels)} classes, input {spec.input_size[0]}x{spec.input_size[1]} {spec.color_order}; "
            "exported by resnet-edge. Preprocessing and labels are in metadata_props.")
     onnx_bytes = attach_metadata(onnx_bytes, contract, doc)
