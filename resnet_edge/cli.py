@@ -199,6 +199,7 @@ def _run_classify(args: argparse.Namespace) -> int:
     from .onnxfile import read_model_file
     from .providers import warn
     from .runtime import Classifier
+    from .safety import printable
     from .sources import LiveSource, open_source
 
     if args.top_k < 1 or args.batch_size < 1:
@@ -217,7 +218,8 @@ def _run_classify(args: argparse.Namespace) -> int:
     source = open_source(args.source, max_frames=args.max_frames, report=warn, max_retries=args.max_retries)
     out = sys.stdout
     if not args.json:
-        print(f"model {path} ({contract.arch}, {contract.precision}) on {classifier.provider}; source {source.description}", file=out)
+        print(f"model {printable(path)} ({printable(contract.arch)}, {printable(contract.precision)}) on {classifier.provider}; "
+              f"source {printable(source.description)}", file=out)
     frames, invalid, batch = 0, 0, []
     started = time.perf_counter()
     inference_seconds = 0.0
@@ -234,10 +236,10 @@ def _run_classify(args: argparse.Namespace) -> int:
                 print(json.dumps({"source": frame.id, "finite": prediction.finite, "top": [
                     {"label": label, "index": index, "probability": round(prob, 6)} for label, index, prob in prediction.top]}), file=out)
             elif prediction.finite:
-                tops = " | ".join(f"{label} {prob:.3f}" for label, _, prob in prediction.top)
-                print(f"{frame.id}: {tops}", file=out)
+                tops = " | ".join(f"{printable(label)} {prob:.3f}" for label, _, prob in prediction.top)
+                print(f"{printable(frame.id)}: {tops}", file=out)
             else:
-                print(f"{frame.id}: invalid output (NaN/Inf) - no prediction", file=out)
+                print(f"{printable(frame.id)}: invalid output (NaN/Inf) - no prediction", file=out)
         batch.clear()
 
     per_call = args.batch_size if source.kind == "folder" else 1
@@ -255,7 +257,7 @@ def _run_classify(args: argparse.Namespace) -> int:
         source.close()
     elapsed = time.perf_counter() - started
     if frames == 0 and not interrupted:
-        raise UserError(f"{source.description}: no frame could be read")
+        raise UserError(f"{printable(source.description)}: no frame could be read")
     live = isinstance(source, LiveSource)
     summary_line = (f"summary: {frames} frames in {elapsed:.2f}s ({frames / max(elapsed, 1e-9):.1f} fps end to end, "
                     f"{1000 * inference_seconds / max(frames, 1):.2f} ms/frame in the model) on {classifier.provider}"
@@ -281,6 +283,7 @@ def _run_info(args: argparse.Namespace) -> int:
     from .metadata import MetadataError, ModelContract
     from .modelzoo import resolve_model
     from .onnxfile import read_model_file
+    from .safety import printable as p
 
     path = resolve_model(args.model)
     data, summary = read_model_file(path)
@@ -303,25 +306,26 @@ def _run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{path}  {summary.size_bytes / 1e6:.2f} MB  sha256 {info['sha256'][:16]}...")
-    print(f"  producer {summary.producer or '?'}, IR {summary.ir_version}, opsets "
-          + ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in summary.opsets.items()) + f", {summary.node_count} nodes")
+    # every string below comes from the file: printed through p() (safety.printable), never raw
+    print(f"{p(path)}  {summary.size_bytes / 1e6:.2f} MB  sha256 {info['sha256'][:16]}...")
+    print(f"  producer {p(summary.producer or '?')}, IR {summary.ir_version}, opsets "
+          + ", ".join(f"{p(d or 'ai.onnx')} {v}" for d, v in summary.opsets.items()) + f", {summary.node_count} nodes")
     for kind in ("inputs", "outputs"):
         for t in info[kind]:
-            print(f"  {kind[:-1]:6} {t['name']}: {t['type']} {t['shape']}")
+            print(f"  {kind[:-1]:6} {p(t['name'])}: {p(t['type'])} {p(t['shape'])}")
     if contract:
         spec = contract.preprocess
-        labels = ", ".join(contract.labels[:10]) + (f", ... ({len(contract.labels)} in all)" if len(contract.labels) > 10 else "")
-        print(f"  arch {contract.arch}, precision {contract.precision}, {len(contract.blocks)} residual blocks, "
+        labels = ", ".join(p(label, 64) for label in contract.labels[:10]) + (f", ... ({len(contract.labels)} in all)" if len(contract.labels) > 10 else "")
+        print(f"  arch {p(contract.arch)}, precision {p(contract.precision)}, {len(contract.blocks)} residual blocks, "
               f"probes {'x_l and F(x_l) for every block' if probe_names else 'none'}")
         print(f"  input {spec.input_size[0]}x{spec.input_size[1]} {spec.color_order}, {spec.resize_policy} "
               f"(crop ratio {spec.crop_ratio}), mean {list(spec.mean)}, std {list(spec.std)}")
         print(f"  labels: {labels}")
     else:
-        print(f"  no resnet-edge contract: {problem}")
+        print(f"  no resnet-edge contract: {p(problem)}")
     for key, value in info["metadata"].items():
         if key not in ("labels", "blocks", "probes", "mean", "std", "input_size", "color_order", "resize", "arch", "precision"):
-            print(f"  metadata {key}: {json.dumps(value)[:200]}")
+            print(f"  metadata {p(key, 100)}: {p(json.dumps(value)[:200])}")
     return 0
 
 
@@ -701,12 +705,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return EXIT_USER_ERROR
+    from .atomicio import install_cleanup_handlers, os_error_line
+    from .safety import printable, redact_text
+
+    install_cleanup_handlers()  # SIGTERM/SIGHUP remove the temp files of outputs being written, then end us
+    command = " ".join(filter(None, [args.command, getattr(args, "experiment", None)]))
     try:
         return int(args.run(args) or 0)
     except UserError as error:
-        command = " ".join(filter(None, [args.command, getattr(args, "experiment", None)]))
-        print(f"resnet-edge {command}: error: {error}", file=sys.stderr)
-        return error.exit_code
+        message, code = str(error), error.exit_code
+    except OSError as error:  # permission, read-only folder, disk full, a file gone: the user's machine, not a bug
+        message, code = os_error_line(error), EXIT_USER_ERROR
+    # one line, whatever the message carries (file names and labels from others, URLs with secrets)
+    print(f"resnet-edge {command}: error: {printable(redact_text(message), 2000)}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
 
 from .errors import UserError, first_line
 from .images import IMAGE_SUFFIXES, ImageError, list_images, read_image  # also quiets OpenCV's log
+from .safety import printable, redact_text, redact_url  # noqa: F401 - redact_url moved to safety.py; imported from here too
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 LIVE_KINDS = ("camera", "stream")  # sources whose frames stopping is a fault to recover from, not the end
@@ -81,7 +81,7 @@ class FolderSource(FrameSource):
                 image = read_image(path)
             except ImageError as error:
                 self.skipped += 1
-                print(f"warning: skipping {error}", file=sys.stderr)
+                print(f"warning: skipping {printable(error)}", file=sys.stderr)
                 continue
             yield Frame(str(path.relative_to(self.root)), image)
 
@@ -91,21 +91,9 @@ def is_stream(spec: str) -> bool:
     return "://" in spec
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ***: stream URLs often carry credentials, logs must not."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = f"{parts.username}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:  # not a URL urllib can parse (a bad port...): show the scheme only
-        return url.split("://", 1)[0] + "://***"
-
-
 def describe_error(error: BaseException) -> str:
     """One line: our own errors carry their message, others get their type too."""
-    text = first_line(error)
+    text = redact_text(first_line(error))  # library errors quote the stream URL they failed on, secrets and all
     if isinstance(error, UserError):
         return text or type(error).__name__
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
