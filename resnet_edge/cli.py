@@ -70,7 +70,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from .atomicio import check_folder_writable
     from .training.train import TrainConfig, train
+
+    check_folder_writable(args.out)  # before the data is scanned and the first epoch runs
 
     config = TrainConfig(
         data=args.data, out=args.out, arch=args.arch, val_data=args.val_data, val_split=args.val_split,
@@ -187,6 +190,10 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
                    help="camera or stream: give up (exit 1) after N failed reconnects in a row (default: keep trying, "
                         "waiting 0.5, 1, 2... up to 8 s between tries)")
     p.add_argument("--json", action="store_true", help="one JSON object per frame on stdout; summary on stderr")
+    p.add_argument("--allow-control-flow", action="store_true",
+                   help="run a model with Loop/If/Scan nodes (refused by default: no image classifier needs them)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="end a model run that takes longer than this (default 20; 0: no limit)")
     _add_preprocess_flags(p, for_models_without_metadata=True)
     p.set_defaults(run=_run_classify)
 
@@ -199,6 +206,8 @@ def _run_classify(args: argparse.Namespace) -> int:
     from .onnxfile import read_model_file
     from .providers import warn
     from .runtime import Classifier
+    from .budgets import RUN_TIMEOUT_S
+    from .preprocess import check_preprocess_budget
     from .safety import printable
     from .sources import LiveSource, open_source
 
@@ -213,7 +222,10 @@ def _run_classify(args: argparse.Namespace) -> int:
         from .metadata import ModelContract
 
         contract = ModelContract.from_props(summary.metadata, source=str(path))
-    classifier = Classifier(data, summary, contract, provider=args.provider, threads=args.threads)
+    check_preprocess_budget(contract.preprocess, 1, source=str(path))  # 8192x8192 input: refused before any work
+    classifier = Classifier(data, summary, contract, provider=args.provider, threads=args.threads,
+                            allow_control_flow=args.allow_control_flow)
+    classifier.run_timeout_s = RUN_TIMEOUT_S if args.timeout is None else (args.timeout or None)
     # a camera or stream that fails, freezes or blocks is reported and reopened with back-off (sources.LiveSource)
     source = open_source(args.source, max_frames=args.max_frames, report=warn, max_retries=args.max_retries)
     out = sys.stdout
@@ -415,7 +427,20 @@ def _run_quantize(args: argparse.Namespace) -> int:
         from .quantize import QuantizeOptions, quantize
     except ImportError as error:
         raise UserError(f"quantize needs the onnx package ({error}); install it with: pip install onnx") from None
-    _, summary = read_model_file(args.model)
+    from .atomicio import check_writable
+    from .onnxfile import check_control_flow
+
+    check_writable(args.output, args.force)  # a read-only or taken output is refused before calibration starts
+    data, summary = read_model_file(args.model)
+    check_control_flow(summary)  # calibration runs the model: a Loop of 2^62 would never end
+    contract = _contract_override(args, summary.metadata)
+    if contract is None:
+        from .metadata import ModelContract
+
+        contract = ModelContract.from_props(summary.metadata, source=str(args.model))
+    from .modelbudget import check_activation_budget
+
+    check_activation_budget(data, summary, contract.preprocess.input_size)
     quantize(QuantizeOptions(
         model=args.model, output=args.output, calib=args.calib, calib_exclude=args.calib_exclude, precision=args.precision, method=args.method,
         calib_size=args.calib_size, activation_type=args.activation_type, per_channel=not args.per_tensor,
