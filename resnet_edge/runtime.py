@@ -80,6 +80,8 @@ def top_k(logits: np.ndarray, labels: Sequence[str], k: int = 5) -> list[Predict
 def _session_options(threads: int | None, settings: dict):
     import onnxruntime as ort
 
+    if hasattr(ort, "disable_telemetry_events"):  # the API's telemetry switch (ORT on Windows sends ETW events)
+        ort.disable_telemetry_events()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:

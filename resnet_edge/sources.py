@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from .errors import UserError, first_line
-from .images import IMAGE_SUFFIXES, ImageError, list_images, read_image  # also quiets OpenCV's log
+from .images import (DECODED_FORMATS, IMAGE_SUFFIXES, MAX_PIXELS, ImageError, check_media_file,  # also quiets
+                     list_images, read_image)  # OpenCV's log
 from .safety import printable, redact_text, redact_url  # noqa: F401 - redact_url moved to safety.py; imported from here too
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -32,6 +33,8 @@ BACKOFF_FIRST_S = 0.5  # first wait before reopening; doubles per failure in a r
 BACKOFF_LIMIT_S = 8.0  # the cap: a camera unplugged for an hour is retried every 8 s, not every hour
 STALL_S = 5.0  # a live read silent this long is reported (and reported again every STALL_S while it lasts)
 REPEAT_LIMIT_S = 2.0  # the very same frame for this long means a frozen driver: reopen
+OPEN_TIMEOUT_MS = 10_000  # video files and streams: FFmpeg's open and read give up after this (OpenCV's props)
+READ_TIMEOUT_MS = 10_000
 
 
 @dataclass
@@ -108,7 +111,11 @@ class VideoSource(FrameSource):
         stream = isinstance(target, str) and is_stream(target)
         self.kind = "camera" if isinstance(target, int) else "stream" if stream else "video"
         name = f"camera {target}" if isinstance(target, int) else redact_url(target) if stream else str(target)
-        self.capture = cv2.VideoCapture(target)
+        if isinstance(target, str):  # FFmpeg waits forever on a dead server or a stalled file unless told
+            self.capture = cv2.VideoCapture(target, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
+                                                                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS])
+        else:
+            self.capture = cv2.VideoCapture(target)
         if not self.capture.isOpened():
             self.capture.release()
             if isinstance(target, int):
@@ -118,6 +125,10 @@ class VideoSource(FrameSource):
             raise UserError(f"{target}: not a video file OpenCV can open")
         self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 0.0
         self.description = name
+        width, height = (int(self.capture.get(prop) or 0) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > MAX_PIXELS:  # the pixel cap holds for video frames too, before the first is decoded
+            self.capture.release()
+            raise ImageError(f"{name}: {width}x{height} pixel frames are over the limit of {MAX_PIXELS:,}")
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
@@ -359,6 +370,11 @@ def open_source(spec: str, max_frames: int | None = None,
         raise UserError(f"{path}: no such file or folder (a source is an image, a folder, a video, a camera index or 'demo')")
     if path.is_dir():
         return FolderSource(path)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if spec.startswith("/dev/video") and path.is_char_device():  # a camera by its device node stays a camera
+        if report is not None:
+            return LiveSource(lambda: VideoSource(spec), report, max_frames=max_frames, max_retries=max_retries)
+        return VideoSource(spec, max_frames=max_frames)
+    # the format from the bytes, not the name: a 16000x16000 PNG named .tif must not reach FFmpeg uncapped
+    if check_media_file(path) in DECODED_FORMATS:
         return ImageSource(path)
     return VideoSource(str(path), max_frames=max_frames)
