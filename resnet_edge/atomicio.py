@@ -85,7 +85,8 @@ def check_writable(path: str | os.PathLike, force: bool) -> Path:
     except FileNotFoundError:
         mode = None
     except OSError as error:  # a path through a file ("x.txt/out.json"), a name too long...
-        raise UserError(f"{path}: cannot write here: {os_error_line(error)}") from None
+        error.filename = None  # named once, in front
+        raise UserError(f"{path}: cannot write there: {os_error_line(error)}") from None
     if mode is not None:
         if not stat.S_ISREG(mode):
             raise UserError(f"{path} is {_kind(mode)}; refusing to replace it (outputs replace regular files only, "

@@ -342,10 +342,23 @@ def check_media_file(path: str | os.PathLike) -> str:
     return "video"
 
 
+def _file_kind(mode: int) -> str:
+    return ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+
+
 def open_regular(path: Path):
     """Open ``path`` for reading without blocking, refusing what is not a regular file (FIFO, socket, device,
     folder): one line, not a hang."""
     try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such image file") from None
+    except OSError as error:
+        raise ImageError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"{path} is {_file_kind(mode)}, not an image file")
+    try:  # non-blocking: should a FIFO appear under this name after the check, the open still returns at once
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise ImageError(f"{path}: no such image file") from None
@@ -354,9 +367,7 @@ def open_regular(path: Path):
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
-        raise ImageError(f"{path} is {kind}, not an image file")
+        raise ImageError(f"{path} is {_file_kind(mode)}, not an image file")
     if hasattr(os, "set_blocking"):
         os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
