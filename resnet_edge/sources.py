@@ -375,6 +375,7 @@ def open_source(spec: str, max_frames: int | None = None,
             return LiveSource(lambda: VideoSource(spec), report, max_frames=max_frames, max_retries=max_retries)
         return VideoSource(spec, max_frames=max_frames)
     # the format from the bytes, not the name: a 16000x16000 PNG named .tif must not reach FFmpeg uncapped
-    if check_media_file(path) in DECODED_FORMATS:
+    # (files named as images go to read_image, which checks their bytes the same way)
+    if path.suffix.lower() in IMAGE_SUFFIXES or check_media_file(path) in DECODED_FORMATS:
         return ImageSource(path)
     return VideoSource(str(path), max_frames=max_frames)
