@@ -27,6 +27,7 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MAX_PIXELS = 50_000_000  # 50 MP: larger than any camera frame we expect; refuses decompression bombs
 MAX_FILE_BYTES = 200 * 1024 * 1024
+MAX_SIDE = 1 << 20  # OpenCV's own limit per side (CV_IO_MAX_IMAGE_WIDTH/HEIGHT): refused here, in our words
 
 
 class ImageError(UserError):
@@ -325,6 +326,8 @@ def check_pixels(fmt: str, size: tuple[int, int] | None, name: str) -> tuple[int
         raise ImageError(f"{name}: image header gives an empty size {width}x{height}")
     if width * height > MAX_PIXELS:
         raise ImageError(f"{name}: {width}x{height} pixels is over the limit of {MAX_PIXELS:,}")
+    if max(width, height) > MAX_SIDE:
+        raise ImageError(f"{name}: {width}x{height} pixels: a side over {MAX_SIDE:,} pixels")
     return width, height
 
 
@@ -408,7 +411,11 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
     check_pixels(fmt, header_size(fmt, data), name)
     if _is_truncated(fmt, data):
         raise ImageError(f"{name}: the {fmt.upper()} file is truncated")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as error:  # OpenCV's own header checks (its side limits, asserts on odd fields)
+        reason = (str(error).strip().splitlines() or [""])[-1].split(") ", 1)[-1][:120]
+        raise ImageError(f"{name}: the {fmt.upper()} data could not be decoded ({reason})") from None
     if image is None:
         raise ImageError(f"{name}: the {fmt.upper()} data could not be decoded")
     if image.shape[0] * image.shape[1] > MAX_PIXELS:

@@ -382,15 +382,24 @@ def _raw_fields(buf: memoryview):
         yield key >> 3, start, pos, payload
 
 
-def strip_graph_outputs(data: bytes, drop: set[str]) -> bytes:
+def strip_graph_outputs(data: bytes, drop: set[str], path: str = "model") -> bytes:
     """A copy of the model without the named graph outputs (the probe-free twin of a probed model).
 
     Nodes that only fed those outputs become dead and ONNX Runtime's optimiser removes them, and the
     Conv+Add+Relu fusions the probes blocked come back."""
-    model = memoryview(data)
+    try:
+        return _strip_graph_outputs(memoryview(data), drop)
+    except (_Truncated, ValueError, IndexError):  # inspect_onnx_bytes vetted it; a crafted file can still differ
+        raise ModelFileError(f"{path}: the graph could not be rewritten without its probe outputs (a damaged or "
+                             f"crafted file)") from None
+
+
+def _strip_graph_outputs(model: memoryview, drop: set[str]) -> bytes:
     pieces: list[bytes] = []
     for number, start, end, payload in _raw_fields(model):
-        if number != 7:
+        # the graph is field 7 as a message; the same number with another wire type is not the graph (the reader
+        # skips it too)
+        if number != 7 or _varint(model, start)[0] & 7 != 2:
             pieces.append(bytes(model[start:end]))
             continue
         graph = model[payload:end]

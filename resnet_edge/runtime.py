@@ -121,7 +121,7 @@ class Classifier:
         self.warnings = list(self.plan.warnings)
         probe_outputs = {name for names in contract.probes.values() for name in names.values()}
         self.has_probes = bool(probe_outputs) and probe_outputs <= {o.name for o in summary.outputs}
-        fast_bytes = strip_graph_outputs(model_bytes, probe_outputs) if self.has_probes else model_bytes
+        fast_bytes = strip_graph_outputs(model_bytes, probe_outputs, self.path) if self.has_probes else model_bytes
         self.session = self._make_session(fast_bytes)
         self.providers_running = self.session.get_providers()
         self.warnings += check_actual(self.plan, self.providers_running)

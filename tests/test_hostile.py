@@ -710,3 +710,47 @@ def test_onnxruntime_writes_no_telemetry_database(tmp_path):
     written = [p.name for p in tmp_path.rglob("*") if p.is_file()]
     if written:
         assert "onnxruntime.db" in written
+
+
+# --- fuzzing: the targets hold on their seeds, and what the fuzzer found stays fixed ----------------------
+
+def _fuzz_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fuzz_script", ROOT / "scripts" / "fuzz.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("target", ["onnx", "metadata", "image"])
+def test_fuzz_targets_hold_on_their_seed_corpus(target):
+    """Every seed (regressions the fuzzer found included) gives our own error or a result, nothing else."""
+    fuzz = _fuzz_module()
+    seeds = sorted((ROOT / "tests" / "fuzz_corpus" / target).iterdir())
+    assert seeds
+    for seed in seeds:
+        fuzz.TARGET_FUNCTIONS[target](seed.read_bytes())
+
+
+def test_a_png_header_breaking_the_rules_is_refused_before_the_decoder(monkeypatch):
+    """scripts/fuzz.py found it: 45 bytes, 16x27705 pixels at bit depth 234; OpenCV took 2.8 GB decoding it."""
+    import resnet_edge.images as images
+
+    monkeypatch.setattr(images.cv2, "imdecode", lambda *a: pytest.fail("reached the decoder"))
+    data = (ROOT / "tests" / "fuzz_corpus" / "image" / "regression-png-bit-depth-234.png").read_bytes()
+    with pytest.raises(images.ImageError, match="the PNG header is damaged"):
+        images.decode_image_bytes(data, "x.png")
+
+
+def test_a_graph_field_that_is_not_a_message_is_one_line(tmp_path, capsys):
+    """scripts/fuzz.py found it: field 7 with a varint wire type beside the real graph passed the reader, then
+    the probe-stripping rewrite raised an internal error."""
+    from resnet_edge.onnxfile import ModelFileError, inspect_onnx_bytes, strip_graph_outputs
+
+    data = (ROOT / "tests" / "fuzz_corpus" / "onnx" / "regression-graph-field-not-a-message.onnx").read_bytes()
+    summary = inspect_onnx_bytes(data)
+    try:
+        strip_graph_outputs(data, {o.name for o in summary.outputs}, "x.onnx")
+    except ModelFileError as error:
+        assert "x.onnx: the graph could not be rewritten" in str(error)
