@@ -733,13 +733,17 @@ def test_fuzz_targets_hold_on_their_seed_corpus(target):
         fuzz.TARGET_FUNCTIONS[target](seed.read_bytes())
 
 
-def test_a_png_header_breaking_the_rules_is_refused_before_the_decoder(monkeypatch):
-    """scripts/fuzz.py found it: 45 bytes, 16x27705 pixels at bit depth 234; OpenCV took 2.8 GB decoding it."""
+@pytest.mark.parametrize("seed,needle", [
+    # 45 bytes, 16x27705 pixels at bit depth 234: OpenCV took 2.8 GB decoding it
+    ("regression-png-bit-depth-234.png", "the PNG header is damaged"),
+    # 45 bytes, a valid 16x12 header, then a chunk claiming 3.6 GB: OpenCV allocated 2 GB for it
+    ("regression-png-chunk-claims-3.6GB.png", "the PNG file is truncated")])
+def test_pngs_the_fuzzer_found_are_refused_before_the_decoder(seed, needle, monkeypatch):
     import resnet_edge.images as images
 
     monkeypatch.setattr(images.cv2, "imdecode", lambda *a: pytest.fail("reached the decoder"))
-    data = (ROOT / "tests" / "fuzz_corpus" / "image" / "regression-png-bit-depth-234.png").read_bytes()
-    with pytest.raises(images.ImageError, match="the PNG header is damaged"):
+    data = (ROOT / "tests" / "fuzz_corpus" / "image" / seed).read_bytes()
+    with pytest.raises(images.ImageError, match=needle):
         images.decode_image_bytes(data, "x.png")
 
 
