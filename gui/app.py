@@ -27,6 +27,7 @@ from resnet_edge.errors import UserError
 from resnet_edge.modelzoo import resolve_model
 from resnet_edge.providers import CHOICES as PROVIDER_CHOICES
 from resnet_edge.providers import available_providers
+from resnet_edge.safety import printable, source_label
 
 from .outputs import PredictionRecorder, save_png_atomic, timestamped
 from .widgets import BlockPanel, ChannelGrid, TopKBars, VideoView
@@ -167,6 +168,7 @@ class MainWindow(QMainWindow):
         self._set_combo(self.provider_combo, self.requested_provider)
         self.model_label = QLabel("loading…")
         self.model_label.setWordWrap(True)
+        self.model_label.setTextFormat(Qt.TextFormat.PlainText)  # arch and names come from the file: never HTML
         controls = QGroupBox("Model and source")
         form = QFormLayout(controls)
         form.addRow("Source", self.source_combo)
@@ -408,7 +410,7 @@ class MainWindow(QMainWindow):
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.model_info = info
         self.requested_provider = info.requested_provider
-        self.model_label.setText(f"{info.path.name}\n{info.arch}, {info.precision}, {len(info.labels)} classes")
+        self.model_label.setText(printable(f"{info.path.name}") + f"\n{printable(info.arch, 64)}, {printable(info.precision, 16)}, {len(info.labels)} classes")
         self.model_label.setToolTip(str(info.path))
         variants = precision_variants(info.path) or {precision_of(info.path): info.path}
         self.precision_combo.clear()
@@ -493,7 +495,7 @@ class MainWindow(QMainWindow):
         entries: list[tuple[str, str]] = []
         known = {"auto", "demo"} | {str(index) for index in self.cameras}
         if self.source_spec not in known:
-            entries.append((Path(self.source_spec).name or self.source_spec, self.source_spec))
+            entries.append((source_label(self.source_spec) if "://" in self.source_spec else Path(self.source_spec).name or self.source_spec, self.source_spec))
         if self.source_spec == "auto":
             entries.append(("auto (camera 0, else demo)", "auto"))
         entries.append(("Demo (moving shapes)", "demo"))

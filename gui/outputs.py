@@ -10,6 +10,7 @@ from typing import IO
 from PySide6.QtGui import QPixmap
 
 from resnet_edge.atomicio import atomic_path
+from resnet_edge.safety import csv_cell
 
 from .workers import InferenceResult
 
@@ -51,9 +52,11 @@ class PredictionRecorder:
             return
         prediction = result.prediction
         top = ";".join(f"{label}:{probability:.4f}" for label, _index, probability in prediction.top)
+        # labels, frame ids and file names are others' text: csv_cell keeps "=cmd|..." from running as a formula
         self._writer.writerow([_dt.datetime.now().isoformat(timespec="milliseconds"), result.frame.seq,
-                               result.frame.id, prediction.label, f"{prediction.probability:.4f}", top,
-                               f"{result.latency_ms:.2f}", result.model.provider, result.model.path.name])
+                               csv_cell(result.frame.id), csv_cell(prediction.label), f"{prediction.probability:.4f}",
+                               csv_cell(top), f"{result.latency_ms:.2f}", result.model.provider,
+                               csv_cell(result.model.path.name)])
         self.rows += 1
         self._file.flush()
 

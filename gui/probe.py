@@ -2,7 +2,8 @@
 
 ONNX Runtime is native code: a malformed or hostile model can crash it (abort, segfault) or hang it while the
 session is created, and in-process that takes the whole app with it. So before the inference worker loads a
-file the app did not ship, a child process loads it and runs it once on a dummy frame:
+file the app did not ship, a child process loads it and runs it on frames of several sizes through the model's
+own preprocessing, within an address-space limit (RLIMIT_AS, CPU) as well as the time limit:
 
     resnet-edge-gui --probe-model PATH [--provider P] [--probe-result FILE]      (the app's own executable)
     python -m gui --probe-model PATH ...                                          (from a Python install)
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from resnet_edge.budgets import PROBE_ADDRESS_SPACE_BYTES
+
 PROBE_FLAG = "--probe-model"
 PROBE_TIMEOUT_S = 30.0  # session creation of a large model on a slow disk takes seconds; a hang takes forever
 POLL_S = 0.05  # how often the parent looks for the child's end, a newer request or a stop
@@ -41,8 +44,14 @@ ProbeCommand = Callable[[Path, str, Path], list[str]]  # (model, provider, resul
 # --- the child -------------------------------------------------------------------------------------
 
 
+# (height, width, channels) of the frames the check runs: the sizes and kinds a camera, a video or an image
+# file brings, each through the model's own preprocessing (a model may behave on one frame and not another)
+CHECK_FRAMES = ((240, 320, 3), (480, 640, 3), (1080, 1920, 3), (31, 17, 3), (600, 400, 1), (360, 480, 4))
+
+
 def probe_model(path: Path, provider: str = "auto") -> dict[str, Any]:
-    """Load ``path`` as the app would and run it on one dummy frame (and its probed graph, which the app runs too)."""
+    """Load ``path`` as the app would and run it on frames of several sizes (and its probed graph, which the app
+    runs too), each through the model's real preprocessing."""
     import numpy as np
 
     from resnet_edge.runtime import Classifier
@@ -51,13 +60,38 @@ def probe_model(path: Path, provider: str = "auto") -> dict[str, Any]:
     started = time.perf_counter()
     # one thread: the app is running beside us and this is a check, not a benchmark
     classifier = Classifier.load(path, provider=provider, threads=1, quiet=True)
-    frame = synthetic_frame(np.random.default_rng(0), 240, 320)
-    prediction = classifier.classify(frame)[0]
-    if classifier.has_probes:
-        classifier.probe(frame)
+    classifier.run_timeout_s = PROBE_TIMEOUT_S / 2  # a run that loops ends in the child, with a message
+    rng = np.random.default_rng(0)
+    finite = True
+    for height, width, channels in CHECK_FRAMES:
+        frame = synthetic_frame(rng, height, width)
+        frame = frame[:, :, 0] if channels == 1 else np.dstack([frame, np.full((height, width), 255, np.uint8)]) if channels == 4 else frame
+        finite &= classifier.classify(frame)[0].finite
+        if classifier.has_probes:
+            classifier.probe(frame)
     return {"model": str(path), "provider": classifier.provider, "classes": len(classifier.labels),
-            "probes": classifier.has_probes, "finite": prediction.finite, "warnings": classifier.warnings,
-            "seconds": round(time.perf_counter() - started, 3)}
+            "probes": classifier.has_probes, "finite": bool(finite), "frames": len(CHECK_FRAMES),
+            "warnings": classifier.warnings, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def limit_memory(limit_bytes: int, provider: str) -> bool:
+    """Cap this process's address space (RLIMIT_AS): an allocation past it fails instead of taking the machine.
+    CPU only: GPU drivers reserve address space by the tens of gigabytes, which the cap would refuse."""
+    if provider not in ("auto", "cpu") or limit_bytes <= 0:
+        return False
+    if provider == "auto":
+        from resnet_edge.providers import plan_providers
+
+        if plan_providers("auto", "fp32").first != "cpu":
+            return False
+    try:
+        import resource
+    except ImportError:  # Windows: no rlimits; the static memory budget still holds
+        return False
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = limit_bytes if hard == resource.RLIM_INFINITY else min(limit_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return True
 
 
 def build_probe_parser() -> argparse.ArgumentParser:
@@ -66,6 +100,8 @@ def build_probe_parser() -> argparse.ArgumentParser:
     parser.add_argument(PROBE_FLAG, dest="probe_model", required=True, metavar="PATH")
     parser.add_argument("--provider", default="auto")
     parser.add_argument("--probe-result", metavar="FILE", help="also write the JSON line to FILE")
+    parser.add_argument("--probe-memory", type=int, default=PROBE_ADDRESS_SPACE_BYTES, metavar="BYTES",
+                        help="address space limit of this process (RLIMIT_AS; 0: none)")
     return parser
 
 
@@ -75,13 +111,20 @@ def probe_main(argv: Sequence[str] | None = None) -> int:
     from resnet_edge.errors import UserError
     from resnet_edge.sources import describe_error
 
+    limited = limit_memory(args.probe_memory, args.provider)
+    limit_note = f" (the check runs within {args.probe_memory / 2**30:.1f} GiB of memory)" if limited else ""
     try:
         payload: dict[str, Any] = {"ok": True, **probe_model(Path(args.probe_model), args.provider)}
         code = 0
+    except MemoryError:
+        payload, code = {"ok": False, "error": f"{Path(args.probe_model).name}: ran out of memory{limit_note}"}, 2
     except UserError as error:
-        payload, code = {"ok": False, "error": describe_error(error)}, 2
+        message = describe_error(error)
+        if "alloc" in message.lower() or "memory" in message.lower():
+            message += limit_note
+        payload, code = {"ok": False, "error": message}, 2
     except Exception as error:  # anything ONNX Runtime raises instead of crashing is still a "no"
-        payload, code = {"ok": False, "error": describe_error(error)}, 1
+        payload, code = {"ok": False, "error": describe_error(error) + limit_note}, 1
     line = json.dumps(payload)
     if args.probe_result:
         from resnet_edge.atomicio import write_text_atomic
@@ -186,7 +229,8 @@ def describe_exit(code: int) -> str:
 
 
 def run_probe(path: Path, provider: str = "auto", *, timeout: float = PROBE_TIMEOUT_S,
-              command: ProbeCommand = probe_command, cancelled: Callable[[], bool] = lambda: False) -> ProbeOutcome | None:
+              command: ProbeCommand = probe_command, cancelled: Callable[[], bool] = lambda: False,
+              memory: int | None = None) -> ProbeOutcome | None:
     """Run the child and judge it; None when ``cancelled()`` turned true first (the child is killed then)."""
     name = Path(path).name
     path = Path(path).absolute()  # the child may not share our idea of the working directory
@@ -195,7 +239,8 @@ def run_probe(path: Path, provider: str = "auto", *, timeout: float = PROBE_TIME
         flags = subprocess.CREATE_NO_WINDOW if sys.platform == "win32" else 0  # no console window flashing up
         with open(log, "wb") as stderr:
             # stderr to a file, not a pipe: a chatty child can never block on a full pipe we are not reading
-            child = subprocess.Popen(command(path, provider, result), stdin=subprocess.DEVNULL,
+            argv = command(path, provider, result) + ([] if memory is None else ["--probe-memory", str(memory)])
+            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=stderr, env=child_env(), creationflags=flags)
         deadline = time.monotonic() + timeout
         try:

@@ -385,6 +385,9 @@ class InferenceWorker(QThread):
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
+        classifier = self.classifier  # a run that never ends (a model that loops) must not hang the app's close
+        if classifier is not None and hasattr(classifier, "cancel"):
+            classifier.cancel(future_runs=True)
         self.slot.wake()
 
     def run(self) -> None:

@@ -29,9 +29,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from .atomicio import check_folder_writable
     from .training.config import config_from_args
     from .training.train import train
 
+    check_folder_writable(args.out)  # before the data is scanned and the first epoch runs
     try:
         row = train(config_from_args(args), resume=args.resume, force=args.force, show_progress=not args.no_progress)
     except KeyboardInterrupt:
@@ -137,6 +139,10 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
                    help="camera or stream: give up (exit 1) after N failed reconnects in a row (default: keep trying, "
                         "waiting 0.5, 1, 2... up to 8 s between tries)")
     p.add_argument("--json", action="store_true", help="one JSON object per frame on stdout; summary on stderr")
+    p.add_argument("--allow-control-flow", action="store_true",
+                   help="run a model with Loop/If/Scan nodes (refused by default: no image classifier needs them)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="end a model run that takes longer than this (default 20; 0: no limit)")
     _add_preprocess_flags(p, for_models_without_metadata=True)
     p.set_defaults(run=_run_classify)
 
@@ -149,6 +155,9 @@ def _run_classify(args: argparse.Namespace) -> int:
     from .onnxfile import read_model_file
     from .providers import warn
     from .runtime import Classifier
+    from .budgets import RUN_TIMEOUT_S
+    from .preprocess import check_preprocess_budget
+    from .safety import printable
     from .sources import LiveSource, open_source
 
     if args.top_k < 1 or args.batch_size < 1:
@@ -162,12 +171,16 @@ def _run_classify(args: argparse.Namespace) -> int:
         from .metadata import ModelContract
 
         contract = ModelContract.from_props(summary.metadata, source=str(path))
-    classifier = Classifier(data, summary, contract, provider=args.provider, threads=args.threads)
+    check_preprocess_budget(contract.preprocess, 1, source=str(path))  # 8192x8192 input: refused before any work
+    classifier = Classifier(data, summary, contract, provider=args.provider, threads=args.threads,
+                            allow_control_flow=args.allow_control_flow)
+    classifier.run_timeout_s = RUN_TIMEOUT_S if args.timeout is None else (args.timeout or None)
     # a camera or stream that fails, freezes or blocks is reported and reopened with back-off (sources.LiveSource)
     source = open_source(args.source, max_frames=args.max_frames, report=warn, max_retries=args.max_retries)
     out = sys.stdout
     if not args.json:
-        print(f"model {path} ({contract.arch}, {contract.precision}) on {classifier.provider}; source {source.description}", file=out)
+        print(f"model {printable(path)} ({printable(contract.arch)}, {printable(contract.precision)}) on {classifier.provider}; "
+              f"source {printable(source.description)}", file=out)
     frames, invalid, batch = 0, 0, []
     started = time.perf_counter()
     inference_seconds = 0.0
@@ -184,10 +197,10 @@ def _run_classify(args: argparse.Namespace) -> int:
                 print(json.dumps({"source": frame.id, "finite": prediction.finite, "top": [
                     {"label": label, "index": index, "probability": round(prob, 6)} for label, index, prob in prediction.top]}), file=out)
             elif prediction.finite:
-                tops = " | ".join(f"{label} {prob:.3f}" for label, _, prob in prediction.top)
-                print(f"{frame.id}: {tops}", file=out)
+                tops = " | ".join(f"{printable(label)} {prob:.3f}" for label, _, prob in prediction.top)
+                print(f"{printable(frame.id)}: {tops}", file=out)
             else:
-                print(f"{frame.id}: invalid output (NaN/Inf) - no prediction", file=out)
+                print(f"{printable(frame.id)}: invalid output (NaN/Inf) - no prediction", file=out)
         batch.clear()
 
     per_call = args.batch_size if source.kind == "folder" else 1
@@ -205,7 +218,7 @@ def _run_classify(args: argparse.Namespace) -> int:
         source.close()
     elapsed = time.perf_counter() - started
     if frames == 0 and not interrupted:
-        raise UserError(f"{source.description}: no frame could be read")
+        raise UserError(f"{printable(source.description)}: no frame could be read")
     live = isinstance(source, LiveSource)
     summary_line = (f"summary: {frames} frames in {elapsed:.2f}s ({frames / max(elapsed, 1e-9):.1f} fps end to end, "
                     f"{1000 * inference_seconds / max(frames, 1):.2f} ms/frame in the model) on {classifier.provider}"
@@ -231,6 +244,7 @@ def _run_info(args: argparse.Namespace) -> int:
     from .metadata import MetadataError, ModelContract
     from .modelzoo import resolve_model
     from .onnxfile import read_model_file
+    from .safety import printable as p
 
     path = resolve_model(args.model)
     data, summary = read_model_file(path)
@@ -253,25 +267,26 @@ def _run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{path}  {summary.size_bytes / 1e6:.2f} MB  sha256 {info['sha256'][:16]}...")
-    print(f"  producer {summary.producer or '?'}, IR {summary.ir_version}, opsets "
-          + ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in summary.opsets.items()) + f", {summary.node_count} nodes")
+    # every string below comes from the file: printed through p() (safety.printable), never raw
+    print(f"{p(path)}  {summary.size_bytes / 1e6:.2f} MB  sha256 {info['sha256'][:16]}...")
+    print(f"  producer {p(summary.producer or '?')}, IR {summary.ir_version}, opsets "
+          + ", ".join(f"{p(d or 'ai.onnx')} {v}" for d, v in summary.opsets.items()) + f", {summary.node_count} nodes")
     for kind in ("inputs", "outputs"):
         for t in info[kind]:
-            print(f"  {kind[:-1]:6} {t['name']}: {t['type']} {t['shape']}")
+            print(f"  {kind[:-1]:6} {p(t['name'])}: {p(t['type'])} {p(t['shape'])}")
     if contract:
         spec = contract.preprocess
-        labels = ", ".join(contract.labels[:10]) + (f", ... ({len(contract.labels)} in all)" if len(contract.labels) > 10 else "")
-        print(f"  arch {contract.arch}, precision {contract.precision}, {len(contract.blocks)} residual blocks, "
+        labels = ", ".join(p(label, 64) for label in contract.labels[:10]) + (f", ... ({len(contract.labels)} in all)" if len(contract.labels) > 10 else "")
+        print(f"  arch {p(contract.arch)}, precision {p(contract.precision)}, {len(contract.blocks)} residual blocks, "
               f"probes {'x_l and F(x_l) for every block' if probe_names else 'none'}")
         print(f"  input {spec.input_size[0]}x{spec.input_size[1]} {spec.color_order}, {spec.resize_policy} "
               f"(crop ratio {spec.crop_ratio}), mean {list(spec.mean)}, std {list(spec.std)}")
         print(f"  labels: {labels}")
     else:
-        print(f"  no resnet-edge contract: {problem}")
+        print(f"  no resnet-edge contract: {p(problem)}")
     for key, value in info["metadata"].items():
         if key not in ("labels", "blocks", "probes", "mean", "std", "input_size", "color_order", "resize", "arch", "precision"):
-            print(f"  metadata {key}: {json.dumps(value)[:200]}")
+            print(f"  metadata {p(key, 100)}: {p(json.dumps(value)[:200])}")
     return 0
 
 
@@ -355,7 +370,20 @@ def _run_quantize(args: argparse.Namespace) -> int:
     from .onnxfile import read_model_file
 
     from .quantize import QuantizeOptions, quantize  # without onnxruntime: main() names the [cpu] extra
-    _, summary = read_model_file(args.model)
+    from .atomicio import check_writable
+    from .onnxfile import check_control_flow
+
+    check_writable(args.output, args.force)  # a read-only or taken output is refused before calibration starts
+    data, summary = read_model_file(args.model)
+    check_control_flow(summary)  # calibration runs the model: a Loop of 2^62 would never end
+    contract = _contract_override(args, summary.metadata)
+    if contract is None:
+        from .metadata import ModelContract
+
+        contract = ModelContract.from_props(summary.metadata, source=str(args.model))
+    from .modelbudget import check_activation_budget
+
+    check_activation_budget(data, summary, contract.preprocess.input_size)
     quantize(QuantizeOptions(
         model=args.model, output=args.output, calib=args.calib, calib_exclude=args.calib_exclude, precision=args.precision, method=args.method,
         calib_size=args.calib_size, activation_type=args.activation_type, per_channel=not args.per_tensor,
@@ -647,20 +675,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return EXIT_USER_ERROR
+    from .atomicio import install_cleanup_handlers, os_error_line
+    from .safety import printable, redact_text
+
+    install_cleanup_handlers()  # SIGTERM/SIGHUP remove the temp files of outputs being written, then end us
     command = " ".join(filter(None, [args.command, getattr(args, "experiment", None)]))
     try:
         return int(args.run(args) or 0)
     except UserError as error:
-        print(f"resnet-edge {command}: error: {error}", file=sys.stderr)
-        return error.exit_code
+        message, code = str(error), error.exit_code
     except ModuleNotFoundError as error:  # an optional engine (an extra) that is not installed
         from .extras import missing_module_message
 
-        message = missing_module_message(error)
+        message, code = missing_module_message(error), EXIT_USER_ERROR
         if message is None:
             raise
-        print(f"resnet-edge {command}: error: {message}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    except OSError as error:  # permission, read-only folder, disk full, a file gone: the user's machine, not a bug
+        message, code = os_error_line(error), EXIT_USER_ERROR
+    # one line, whatever the message carries (file names and labels from others, URLs with secrets)
+    print(f"resnet-edge {command}: error: {printable(redact_text(message), 2000)}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .budgets import MAX_LABEL_CHARS, MAX_LABELS, MAX_NAME_CHARS
 from .errors import UserError
 from .preprocess import COLOR_ORDERS, RESIZE_POLICIES, PreprocessSpec
 
@@ -96,6 +97,7 @@ class ModelContract:
         labels = values.get("labels")
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
             raise MetadataError(f"{source}: metadata 'labels' must be a non-empty list of strings")
+        _check_sizes(values, labels, source)
         mean = _floats(values.get("mean"), "mean", source)
         std = _floats(values.get("std"), "std", source)
         size = values.get("input_size")
@@ -137,6 +139,21 @@ class ModelContract:
             output_name=str(values.get("output_name", "logits")),
             extra={k: v for k, v in values.items() if k not in known},
         )
+
+
+def _check_sizes(values: Mapping[str, Any], labels: list[str], source: str) -> None:
+    """Label count and string lengths within budgets.py's caps: what we print and draw stays small."""
+    if len(labels) > MAX_LABELS:
+        raise MetadataError(f"{source}: metadata 'labels' has {len(labels):,} entries, over the limit of {MAX_LABELS:,}")
+    longest = max(len(label) for label in labels)
+    if longest > MAX_LABEL_CHARS:
+        raise MetadataError(f"{source}: a metadata label is {longest:,} characters long, over the limit of {MAX_LABEL_CHARS}")
+    for key in ("arch", "precision", "layout", "input_name", "output_name"):
+        if len(str(values.get(key, ""))) > MAX_NAME_CHARS:
+            raise MetadataError(f"{source}: metadata '{key}' is over {MAX_NAME_CHARS} characters long")
+    blocks = values.get("blocks")
+    if isinstance(blocks, list) and (len(blocks) > MAX_LABELS or any(len(str(b)) > MAX_NAME_CHARS for b in blocks)):
+        raise MetadataError(f"{source}: metadata 'blocks' is too large (over {MAX_LABELS:,} names or {MAX_NAME_CHARS} characters)")
 
 
 def _floats(value: Any, key: str, source: str) -> tuple[float, float, float]:

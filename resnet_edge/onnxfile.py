@@ -13,7 +13,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .budgets import (CONTROL_FLOW_OPS, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_BYTES, MAX_METADATA_TOTAL_BYTES,
+                      MAX_METADATA_VALUE_BYTES)
 from .errors import UserError
+from .safety import printable
 
 MAX_MODEL_BYTES = 2 * 1024**3  # protobuf's own 2 GiB limit; larger models need external data
 KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
@@ -108,6 +111,7 @@ class OnnxSummary:
     op_types: dict[str, int] = field(default_factory=dict)  # "Conv" -> count
     domains: set[str] = field(default_factory=set)  # node domains used
     initializer_bytes: int = 0
+    control_flow: dict[str, int] = field(default_factory=dict)  # "Loop" -> count: nodes that carry a subgraph
 
 
 def _check_tensor(buf: memoryview, where: str) -> int:
@@ -146,7 +150,9 @@ def _value_info(buf: memoryview) -> TensorInfo:
     return TensorInfo(name, elem, shape)
 
 
-def _walk_attribute(buf: memoryview, summary: OnnxSummary, where: str) -> None:
+def _walk_attribute(buf: memoryview, summary: OnnxSummary, where: str) -> bool:
+    """Vet one attribute's tensors and subgraphs; True when it carries a subgraph (control flow)."""
+    subgraph = False
     for number, _, value in _fields(buf):
         if number in (5, 10):
             summary.initializer_bytes += _check_tensor(value, where)
@@ -155,12 +161,14 @@ def _walk_attribute(buf: memoryview, summary: OnnxSummary, where: str) -> None:
                 if s_num in (1, 2):
                     _check_tensor(s_val, where)
         elif number in (6, 11):
+            subgraph = True
             _walk_graph(value, summary, top=False)
+    return subgraph
 
 
 def _walk_node(buf: memoryview, summary: OnnxSummary) -> None:
     summary.node_count += 1
-    op_type, domain, node_name = "", "", ""
+    op_type, domain, node_name, subgraph = "", "", "", False
     for n_num, _, n_val in _fields(buf):
         if n_num == 4:
             op_type = _text(n_val)
@@ -169,9 +177,11 @@ def _walk_node(buf: memoryview, summary: OnnxSummary) -> None:
         elif n_num == 3:
             node_name = _text(n_val)
         elif n_num == 5:
-            _walk_attribute(n_val, summary, f"node {node_name or op_type}")
+            subgraph |= _walk_attribute(n_val, summary, f"node {node_name or op_type}")
     summary.domains.add(domain)
     summary.op_types[op_type] = summary.op_types.get(op_type, 0) + 1
+    if subgraph or (op_type in CONTROL_FLOW_OPS and domain in ("", "ai.onnx")):
+        summary.control_flow[op_type] = summary.control_flow.get(op_type, 0) + 1
 
 
 def _walk_graph(buf: memoryview, summary: OnnxSummary, top: bool) -> None:
@@ -198,6 +208,29 @@ def _walk_graph(buf: memoryview, summary: OnnxSummary, top: bool) -> None:
         summary.inputs = [info for info in inputs if info.name not in initializer_names]
 
 
+def _check_metadata_entry(path: str, key: str, entry_bytes: int, entries: int, total_bytes: int) -> None:
+    """metadata_props within its budgets (count, key and value size, total): parsed, a 100 MB label list would
+    cost gigabytes of Python strings."""
+    if entries >= MAX_METADATA_ENTRIES:
+        raise ModelFileError(f"{path} has more than {MAX_METADATA_ENTRIES} metadata entries; refusing it")
+    if len(key.encode("utf-8", errors="replace")) > MAX_METADATA_KEY_BYTES:
+        raise ModelFileError(f"{path} has a metadata key of over {MAX_METADATA_KEY_BYTES} bytes; refusing it")
+    if entry_bytes > MAX_METADATA_VALUE_BYTES:
+        raise ModelFileError(f"{path}: metadata entry {printable(key, 64)!r} is {entry_bytes:,} bytes, over the "
+                             f"limit of {MAX_METADATA_VALUE_BYTES:,}")
+    if total_bytes > MAX_METADATA_TOTAL_BYTES:
+        raise ModelFileError(f"{path}: metadata is over {MAX_METADATA_TOTAL_BYTES:,} bytes in all; refusing it")
+
+
+def check_control_flow(summary: OnnxSummary, allow: bool = False) -> None:
+    """Refuse subgraph ops (Loop, If, Scan...) in a classifier unless ``allow``: no ResNet has any, and a Loop
+    can run for as long as its trip count says (2^62 times)."""
+    if summary.control_flow and not allow:
+        ops = ", ".join(f"{op} x{count}" for op, count in sorted(summary.control_flow.items()))
+        raise ModelFileError(f"{summary.path} has control flow ({printable(ops, 120)}), which no image classifier "
+                             f"of ours needs; pass --allow-control-flow to run it anyway (with a time limit)")
+
+
 def inspect_onnx_bytes(data: bytes, path: str = "model") -> OnnxSummary:
     """Parse and vet ONNX bytes. Raises ModelFileError with a one-line reason."""
     if data.startswith(b"version https://git-lfs"):
@@ -211,6 +244,7 @@ def inspect_onnx_bytes(data: bytes, path: str = "model") -> OnnxSummary:
     summary = OnnxSummary(path=path, size_bytes=len(data))
     graph = None
     functions: set[str] = set()
+    metadata_bytes = 0
     try:
         for number, wire, value in _fields(memoryview(data)):
             if number == 1 and wire == 0:
@@ -230,6 +264,8 @@ def inspect_onnx_bytes(data: bytes, path: str = "model") -> OnnxSummary:
                 for e_num, _, e_val in _fields(value):
                     key = _text(e_val) if e_num == 1 else key
                     text = _text(e_val) if e_num == 2 else text
+                metadata_bytes += len(value)
+                _check_metadata_entry(path, key, len(value), len(summary.metadata), metadata_bytes)
                 summary.metadata[key] = text
             elif number == 25 and wire == 2:  # model-local functions declare their own domains
                 function_nodes = []
@@ -346,15 +382,24 @@ def _raw_fields(buf: memoryview):
         yield key >> 3, start, pos, payload
 
 
-def strip_graph_outputs(data: bytes, drop: set[str]) -> bytes:
+def strip_graph_outputs(data: bytes, drop: set[str], path: str = "model") -> bytes:
     """A copy of the model without the named graph outputs (the probe-free twin of a probed model).
 
     Nodes that only fed those outputs become dead and ONNX Runtime's optimiser removes them, and the
     Conv+Add+Relu fusions the probes blocked come back."""
-    model = memoryview(data)
+    try:
+        return _strip_graph_outputs(memoryview(data), drop)
+    except (_Truncated, ValueError, IndexError):  # inspect_onnx_bytes vetted it; a crafted file can still differ
+        raise ModelFileError(f"{path}: the graph could not be rewritten without its probe outputs (a damaged or "
+                             f"crafted file)") from None
+
+
+def _strip_graph_outputs(model: memoryview, drop: set[str]) -> bytes:
     pieces: list[bytes] = []
     for number, start, end, payload in _raw_fields(model):
-        if number != 7:
+        # the graph is field 7 as a message; the same number with another wire type is not the graph (the reader
+        # skips it too)
+        if number != 7 or _varint(model, start)[0] & 7 != 2:
             pieces.append(bytes(model[start:end]))
             continue
         graph = model[payload:end]

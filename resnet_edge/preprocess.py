@@ -163,6 +163,21 @@ def normalize(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return nchw
 
 
+def check_preprocess_budget(spec: PreprocessSpec, batch: int, source: str = "model") -> None:
+    """Refuse, before anything is allocated, a batch whose float32 input would go over the preprocessing
+    budget (budgets.PREPROCESS_BUDGET_BYTES): metadata input_size 8192 at batch 8 would be 6.4 GB."""
+    from .budgets import PREPROCESS_BUDGET_BYTES
+
+    height, width = spec.input_size
+    needed = int(batch) * 3 * int(height) * int(width) * 4
+    if needed > PREPROCESS_BUDGET_BYTES:
+        per_frame = 3 * int(height) * int(width) * 4
+        hint = (f"; use a batch of at most {PREPROCESS_BUDGET_BYTES // per_frame}" if per_frame <= PREPROCESS_BUDGET_BYTES
+                else "")
+        raise FrameError(f"{source}: input size {height}x{width} at batch {batch} needs {needed / 2**20:,.0f} MiB to "
+                         f"preprocess, over the budget of {PREPROCESS_BUDGET_BYTES / 2**20:,.0f} MiB{hint}")
+
+
 def preprocess(frames: np.ndarray | Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
     """One frame (H, W, C) or a list of frames -> model input float32 (N, 3, H, W)."""
     if isinstance(frames, np.ndarray):
@@ -174,4 +189,5 @@ def preprocess(frames: np.ndarray | Sequence[np.ndarray], spec: PreprocessSpec) 
         frames = [frames]  # as_bgr_uint8 names what it is
     if len(frames) == 0:
         raise FrameError("no frames to preprocess")
+    check_preprocess_budget(spec, len(frames), "preprocess")
     return normalize(np.stack([fit_frame(frame, spec) for frame in frames]), spec)

@@ -44,7 +44,8 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 from tqdm import tqdm
 
-from .atomicio import check_writable, write_bytes_atomic
+from .atomicio import check_writable, temp_folder_beside, write_bytes_atomic
+from .safety import printable
 from .errors import UserError
 from .images import ImageError, is_image_file, list_images, read_image
 from .metadata import ModelContract
@@ -317,6 +318,18 @@ def _sanity_check(fp32_bytes: bytes, out_bytes: bytes, input_name: str, output_n
     return float(np.mean(logits[0].argmax(1) == logits[1].argmax(1)))
 
 
+@contextlib.contextmanager
+def _temp_files_in(folder: Path) -> Iterator[None]:
+    """ONNX Runtime's quantizer makes its own temp folders (ort.quant.*, pre.quant.*) with the tempfile module:
+    put them inside our scratch folder, so SIGTERM's cleanup (atomicio) removes them with it."""
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
+
+
 def quantize(options: QuantizeOptions, log=print) -> Path:
     """Quantize (int8) or convert (fp16) per ``options``; returns the written path. UserError on bad input,
     with nothing written."""
@@ -349,11 +362,13 @@ def quantize(options: QuantizeOptions, log=print) -> Path:
                                                     options.calib_size, options.seed, options.batch_size,
                                                     options.show_progress, exclude=options.calib_exclude)
         for message in reader.skipped[:3]:
-            print(f"warning: skipping {message}", file=sys.stderr)
+            print(f"warning: skipping {printable(message)}", file=sys.stderr)
         if len(reader.skipped) > 3:
             print(f"warning: skipped {len(reader.skipped)} unreadable calibration images in all", file=sys.stderr)
 
-    with tempfile.TemporaryDirectory(prefix="resnet-edge-quantize.") as tmp, _quiet_ort_logging():
+    # scratch beside the output, not in /tmp: same disk as the result, and removed on SIGTERM (atomicio)
+    with temp_folder_beside(output, prefix=f"{output.name}.quantize") as tmp, _quiet_ort_logging(), \
+            _temp_files_in(tmp):
         model_path = Path(tmp) / "model.onnx"
         model_path.write_bytes(data)
         try:

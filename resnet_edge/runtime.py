@@ -13,6 +13,7 @@ measures the probe cost).
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,7 +21,8 @@ import numpy as np
 
 from .errors import UserError, first_line
 from .metadata import ModelContract
-from .onnxfile import ModelFileError, OnnxSummary, check_runtime_opsets, read_model_file, strip_graph_outputs
+from .onnxfile import (ModelFileError, OnnxSummary, check_control_flow, check_runtime_opsets, read_model_file,
+                       strip_graph_outputs)
 from .preprocess import preprocess
 from .providers import ProviderPlan, check_actual, int8_cpu_warnings, plan_providers, warn
 
@@ -53,6 +55,10 @@ class BlockActivation:
         return float(np.linalg.norm(self.residual) / max(np.linalg.norm(self.x), 1e-12))
 
 
+class RunCancelled(UserError):
+    """A run ended by Classifier.cancel() or by its time limit (run_timeout_s)."""
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
@@ -75,6 +81,8 @@ def top_k(logits: np.ndarray, labels: Sequence[str], k: int = 5) -> list[Predict
 def _session_options(threads: int | None, settings: dict):
     import onnxruntime as ort
 
+    if hasattr(ort, "disable_telemetry_events"):  # the API's telemetry switch (ORT on Windows sends ETW events)
+        ort.disable_telemetry_events()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -92,21 +100,29 @@ class Classifier:
     """An image classifier over one ONNX model file, on one execution provider."""
 
     _one_at_a_time = False  # set by _validate_graph for models whose batch axis is fixed at 1
+    run_timeout_s: float | None = None  # a run longer than this is ended (RunOptions.terminate); None: no limit
 
     def __init__(self, model_bytes: bytes, summary: OnnxSummary, contract: ModelContract,
-                 provider: str = "auto", threads: int | None = None, quiet: bool = False) -> None:
+                 provider: str = "auto", threads: int | None = None, quiet: bool = False,
+                 allow_control_flow: bool = False) -> None:
         self.path = summary.path
         self.summary = summary
         self.contract = contract
         self.threads = threads
         self._model_bytes = model_bytes
+        self._runs: dict[object, str] = {}  # RunOptions of the runs in progress -> "" or why they were ended
+        self._runs_lock = threading.Lock()
+        self._cancel_later = False  # cancel(future_runs=True): runs started afterwards end at once too
         self._validate_graph()
+        # budgets (resnet_edge/budgets.py) before a session exists: control flow, memory per frame, preprocessing
+        check_control_flow(summary, allow_control_flow)
+        self.frame_bytes = self._check_budgets()
         check_runtime_opsets(summary)  # before ORT sees it: its own message is a C++ stack frame
         self.plan: ProviderPlan = plan_providers(provider, contract.precision)
         self.warnings = list(self.plan.warnings)
         probe_outputs = {name for names in contract.probes.values() for name in names.values()}
         self.has_probes = bool(probe_outputs) and probe_outputs <= {o.name for o in summary.outputs}
-        fast_bytes = strip_graph_outputs(model_bytes, probe_outputs) if self.has_probes else model_bytes
+        fast_bytes = strip_graph_outputs(model_bytes, probe_outputs, self.path) if self.has_probes else model_bytes
         self.session = self._make_session(fast_bytes)
         self.providers_running = self.session.get_providers()
         self.warnings += check_actual(self.plan, self.providers_running)
@@ -120,12 +136,13 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike, provider: str = "auto", threads: int | None = None,
-             contract: ModelContract | None = None, quiet: bool = False) -> "Classifier":
+             contract: ModelContract | None = None, quiet: bool = False,
+             allow_control_flow: bool = False) -> "Classifier":
         """Load and vet a model file. ``contract`` overrides (or stands in for) the file's metadata."""
         data, summary = read_model_file(path)
         if contract is None:
             contract = ModelContract.from_props(summary.metadata, source=str(path))
-        return cls(data, summary, contract, provider, threads, quiet)
+        return cls(data, summary, contract, provider, threads, quiet, allow_control_flow=allow_control_flow)
 
     def _validate_graph(self) -> None:
         inputs = self.summary.inputs
@@ -154,6 +171,69 @@ class Classifier:
         classes = logits.shape[-1] if logits.shape else None
         if isinstance(classes, int) and classes != len(self.contract.labels):
             raise ModelFileError(f"{self.path}: the model has {classes} outputs but {len(self.contract.labels)} labels")
+
+    def _check_budgets(self) -> int | None:
+        from .modelbudget import check_activation_budget
+        from .preprocess import check_preprocess_budget
+
+        check_preprocess_budget(self.contract.preprocess, 1, source=self.path)
+        return check_activation_budget(self._model_bytes, self.summary, self.contract.preprocess.input_size)
+
+    def frames_per_run(self) -> int:
+        """How many frames one run may take within the activation and preprocessing budgets."""
+        from .budgets import ACTIVATION_BUDGET_BYTES, PREPROCESS_BUDGET_BYTES
+
+        height, width = self.contract.preprocess.input_size
+        limits = [PREPROCESS_BUDGET_BYTES // (3 * height * width * 4)]
+        if self.frame_bytes:
+            limits.append(ACTIVATION_BUDGET_BYTES // self.frame_bytes)
+        return max(1, min(limits))
+
+    def cancel(self, future_runs: bool = False) -> None:
+        """End the runs in progress (from any thread) through ONNX Runtime's RunOptions.terminate; they raise
+        RunCancelled. With ``future_runs``, runs started later end at once too (a worker shutting down)."""
+        with self._runs_lock:
+            self._cancel_later = self._cancel_later or future_runs
+            for options in self._runs:
+                self._runs[options] = self._runs[options] or "cancelled"
+                options.terminate = True
+
+    def _expire(self, options) -> None:
+        with self._runs_lock:
+            if options in self._runs:
+                self._runs[options] = self._runs[options] or "timeout"
+                options.terminate = True
+
+    def _session_run(self, session, names: list[str], feeds: dict):
+        """session.run that cancel() and run_timeout_s can end."""
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.log_severity_level = 4  # an ended run is reported by us, in one line; ORT would log it as an error
+        with self._runs_lock:
+            self._runs[options] = "cancelled" if self._cancel_later else ""
+            options.terminate = self._cancel_later
+        timer = None
+        if self.run_timeout_s:
+            timer = threading.Timer(self.run_timeout_s, self._expire, (options,))
+            timer.daemon = True
+            timer.start()
+        try:
+            return session.run(names, feeds, options)
+        except Exception:
+            with self._runs_lock:
+                why = self._runs.get(options, "")
+            if why == "timeout":
+                raise RunCancelled(f"{self.path}: a run did not finish within {self.run_timeout_s:g} s and was "
+                                   f"stopped (a model that loops?)") from None
+            if why:
+                raise RunCancelled(f"{self.path}: the run was cancelled") from None
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            with self._runs_lock:
+                self._runs.pop(options, None)
 
     def _make_session(self, model_bytes: bytes):
         import onnxruntime as ort
@@ -191,21 +271,27 @@ class Classifier:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Model input (N, 3, H, W) float32 -> logits (N, C)."""
-        if self._one_at_a_time and len(batch) > 1:
-            return np.concatenate([self.run(batch[i : i + 1]) for i in range(len(batch))])
+        step = 1 if self._one_at_a_time else self.frames_per_run()
+        if len(batch) > step:  # a batch fixed at 1, or one over the memory budget: in pieces
+            return np.concatenate([self.run(batch[i : i + step]) for i in range(0, len(batch), step)])
         try:
-            logits = self.session.run([self.output_name], {self.input_name: batch})[0]
+            logits = self._session_run(self.session, [self.output_name], {self.input_name: batch})[0]
+        except RunCancelled:
+            raise
         except Exception as error:  # ORT's own types (InvalidArgument, Fail...): the model, not the frame
             reason = first_line(error) or type(error).__name__
             raise ModelFileError(f"{self.path}: ONNX Runtime failed to run this model: {reason[:300]}") from None
         logits = np.asarray(logits)
-        if logits.ndim != 2 or logits.shape[0] != len(batch):
+        if logits.ndim != 2 or logits.shape[0] != len(batch) or logits.shape[1] == 0:
             raise ModelFileError(f"{self.path}: output {self.output_name!r} has shape {logits.shape}; "
                                  f"expected ({len(batch)}, classes)")
         return logits
 
     def classify(self, frames: np.ndarray | Sequence[np.ndarray], k: int = 5) -> list[Prediction]:
         """BGR uint8 frames of any size (one frame, or a list) -> top-k per frame."""
+        step = self.frames_per_run()
+        if isinstance(frames, (list, tuple)) and len(frames) > step:  # preprocessed in pieces within the budget
+            return [p for i in range(0, len(frames), step) for p in self.classify(frames[i : i + step], k)]
         return top_k(self.run(self.preprocess(frames)), self.labels, k)
 
     def probe(self, frame: np.ndarray, k: int = 5) -> tuple[Prediction, list[BlockActivation]]:
@@ -217,7 +303,7 @@ class Classifier:
         names = [self.output_name]
         for block in self.contract.blocks:
             names += [self.contract.probes[block]["x"], self.contract.probes[block]["residual"]]
-        outputs = self._probe_session.run(names, {self.input_name: self.preprocess(frame)})
+        outputs = self._session_run(self._probe_session, names, {self.input_name: self.preprocess(frame)})
         prediction = top_k(outputs[0], self.labels, k)[0]
         blocks = [BlockActivation(block, outputs[1 + 2 * i][0], outputs[2 + 2 * i][0])
                   for i, block in enumerate(self.contract.blocks)]

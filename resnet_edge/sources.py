@@ -17,13 +17,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
 
 from .errors import UserError, first_line
-from .images import IMAGE_SUFFIXES, ImageError, list_images, read_image  # also quiets OpenCV's log
+from .images import (DECODED_FORMATS, IMAGE_SUFFIXES, MAX_PIXELS, ImageError, check_media_file,  # also quiets
+                     list_images, read_image)  # OpenCV's log
+from .safety import printable, redact_text, redact_url  # noqa: F401 - redact_url moved to safety.py; imported from here too
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 LIVE_KINDS = ("camera", "stream")  # sources whose frames stopping is a fault to recover from, not the end
@@ -33,6 +34,8 @@ BACKOFF_FIRST_S = 0.5  # first wait before reopening; doubles per failure in a r
 BACKOFF_LIMIT_S = 8.0  # the cap: a camera unplugged for an hour is retried every 8 s, not every hour
 STALL_S = 5.0  # a live read silent this long is reported (and reported again every STALL_S while it lasts)
 REPEAT_LIMIT_S = 2.0  # the very same frame for this long means a frozen driver: reopen
+OPEN_TIMEOUT_MS = 10_000  # video files and streams: FFmpeg's open and read give up after this (OpenCV's props)
+READ_TIMEOUT_MS = 10_000
 
 
 @dataclass
@@ -82,7 +85,7 @@ class FolderSource(FrameSource):
                 image = read_image(path)
             except ImageError as error:
                 self.skipped += 1
-                print(f"warning: skipping {error}", file=sys.stderr)
+                print(f"warning: skipping {printable(error)}", file=sys.stderr)
                 continue
             yield Frame(str(path.relative_to(self.root)), image)
 
@@ -92,37 +95,9 @@ def is_stream(spec: str) -> bool:
     return "://" in spec
 
 
-# query parameters whose values are credentials (signed URLs, API keys, tokens): masked wherever a URL is shown
-_SECRET_QUERY = re.compile(r"(token|key|sig|signature|secret|pass|pwd|auth|credential|session|code)", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """The URL as it may be shown or logged: a password, or a user name alone (often a bare token, as in
-    https://TOKEN@host/), becomes ***, and so do query values whose names look secret (token, key, sig, pwd...)."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            user = f"{parts.username}:***" if parts.password is not None else "***"
-            netloc = f"{user}@{netloc.rpartition('@')[2]}"
-        query = parts.query
-        if query:
-            query = "&".join(_redact_query_item(item) for item in query.split("&"))
-        if (netloc, query) == (parts.netloc, parts.query):
-            return url
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
-    except ValueError:  # not a URL urllib can parse (a bad port...): show the scheme only
-        return url.split("://", 1)[0] + "://***"
-
-
-def _redact_query_item(item: str) -> str:
-    name, sep, value = item.partition("=")
-    return f"{name}=***" if sep and value and _SECRET_QUERY.search(name) else item
-
-
 def describe_error(error: BaseException) -> str:
     """One line: our own errors carry their message, others get their type too."""
-    text = first_line(error)
+    text = redact_text(first_line(error))  # library errors quote the stream URL they failed on, secrets and all
     if isinstance(error, UserError):
         return text or type(error).__name__
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -137,7 +112,11 @@ class VideoSource(FrameSource):
         stream = isinstance(target, str) and is_stream(target)
         self.kind = "camera" if isinstance(target, int) else "stream" if stream else "video"
         name = f"camera {target}" if isinstance(target, int) else redact_url(target) if stream else str(target)
-        self.capture = cv2.VideoCapture(target)
+        if isinstance(target, str):  # FFmpeg waits forever on a dead server or a stalled file unless told
+            self.capture = cv2.VideoCapture(target, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
+                                                                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS])
+        else:
+            self.capture = cv2.VideoCapture(target)
         if not self.capture.isOpened():
             self.capture.release()
             if isinstance(target, int):
@@ -147,6 +126,10 @@ class VideoSource(FrameSource):
             raise UserError(f"{target}: not a video file OpenCV can open")
         self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 0.0
         self.description = name
+        width, height = (int(self.capture.get(prop) or 0) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > MAX_PIXELS:  # the pixel cap holds for video frames too, before the first is decoded
+            self.capture.release()
+            raise ImageError(f"{name}: {width}x{height} pixel frames are over the limit of {MAX_PIXELS:,}")
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
@@ -388,6 +371,12 @@ def open_source(spec: str, max_frames: int | None = None,
         raise UserError(f"{path}: no such file or folder (a source is an image, a folder, a video, a camera index or 'demo')")
     if path.is_dir():
         return FolderSource(path)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if spec.startswith("/dev/video") and path.is_char_device():  # a camera by its device node stays a camera
+        if report is not None:
+            return LiveSource(lambda: VideoSource(spec), report, max_frames=max_frames, max_retries=max_retries)
+        return VideoSource(spec, max_frames=max_frames)
+    # the format from the bytes, not the name: a 16000x16000 PNG named .tif must not reach FFmpeg uncapped
+    # (files named as images go to read_image, which checks their bytes the same way)
+    if path.suffix.lower() in IMAGE_SUFFIXES or check_media_file(path) in DECODED_FORMATS:
         return ImageSource(path)
     return VideoSource(str(path), max_frames=max_frames)

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .atomicio import check_writable, write_text_atomic
+from .safety import printable
 from .errors import CheckFailed, UserError
 from .images import ImageError, ImageFolder, read_image
 
@@ -253,7 +254,7 @@ def verify(options: VerifyOptions, out=None) -> Report:
             if candidates[a].labels == candidates[b].labels:
                 max_diff[(a, b)] = max(max_diff[(a, b)], float(np.max(np.abs(logits[a] - logits[b]))))
     for message in skipped[:3]:
-        print(f"warning: skipping {message}", file=sys.stderr)
+        print(f"warning: skipping {printable(message)}", file=sys.stderr)
     if not results or results[0].images == 0:
         raise UserError(f"{data.description}: none of the {len(data.samples)} images could be read")
 
@@ -267,7 +268,8 @@ def verify(options: VerifyOptions, out=None) -> Report:
     _block_errors(report, candidates, names, data, options.probe_images)
     _check_drop(report, candidates, results, options.max_drop)
 
-    print(format_report(report), file=out)
+    # model names, block names and the data source come from others' files: no control characters reach the terminal
+    print("\n".join(printable(line, 10_000) for line in format_report(report).splitlines()), file=out)
     if options.json_path:
         write_text_atomic(options.json_path, json.dumps(report.to_json(), indent=2) + "\n", force=options.force)
     if report.max_drop and not report.max_drop["passed"]:

@@ -380,9 +380,10 @@ def test_pause_snapshot_and_record(qtbot, make_window, tmp_path, monkeypatch):
     window.pause_action.trigger()
     qtbot.waitUntil(lambda: window.capture.frames > frozen + 3, timeout=WAIT_MS)
 
-    replaced = []
-    real_replace = os.replace
+    replaced = []  # the PNG reaches its name from a temp file beside it: os.link (never clobbers) or os.replace
+    real_replace, real_link = os.replace, os.link
     monkeypatch.setattr(os, "replace", lambda src, dst: (replaced.append((Path(src), Path(dst))), real_replace(src, dst))[1])
+    monkeypatch.setattr(os, "link", lambda src, dst: (replaced.append((Path(src), Path(dst))), real_link(src, dst))[1])
     path = window.snapshot(tmp_path / "snaps" / "shot.png")
     assert path is not None and path.is_file()
     assert replaced and replaced[-1][1] == path and replaced[-1][0].parent == path.parent and replaced[-1][0] != path

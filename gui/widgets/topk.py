@@ -7,6 +7,7 @@ from PySide6.QtGui import QColor, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from resnet_edge.runtime import Prediction
+from resnet_edge.safety import printable
 
 ROW_HEIGHT = 24
 
@@ -30,7 +31,8 @@ class TopKBars(QWidget):
         """(label, probability) as drawn, best first; empty before the first result or for NaN output."""
         if self.prediction is None or not self.prediction.finite:
             return []
-        return [(label, probability) for label, _index, probability in self.prediction.top[: self.k]]
+        # labels come from the model file: control characters and bidi overrides shown, never obeyed
+        return [(printable(label, 64), probability) for label, _index, probability in self.prediction.top[: self.k]]
 
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
@@ -38,7 +40,7 @@ class TopKBars(QWidget):
         rows = self.rows()
         if not rows:
             painter.setPen(self.palette().color(self.foregroundRole()))
-            text = self.prediction.label if self.prediction is not None else "no prediction yet"
+            text = printable(self.prediction.label, 64) if self.prediction is not None else "no prediction yet"
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, text)
             painter.end()
             return

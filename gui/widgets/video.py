@@ -8,6 +8,7 @@ from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from resnet_edge.runtime import Prediction
+from resnet_edge.safety import printable
 
 from .colormap import bgr_to_qimage
 
@@ -73,9 +74,9 @@ class VideoView(QWidget):
         if self.prediction is None:
             return
         if self.prediction.finite:
-            text = f"{self.prediction.label}  {self.prediction.probability * 100:.1f} %"
+            text = f"{printable(self.prediction.label, 64)}  {self.prediction.probability * 100:.1f} %"
         else:
-            text = self.prediction.label
+            text = printable(self.prediction.label, 64)
         self._draw_tag(painter, text, right=False)
 
     def _draw_tag(self, painter: QPainter, text: str, right: bool) -> None:

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..atomicio import atomic_path, write_text_atomic
+from ..atomicio import atomic_path, check_folder_writable, write_text_atomic
 from ..errors import UserError
 
 
@@ -24,6 +24,7 @@ def prepare_out(out: str | Path, force: bool) -> Path:
         raise UserError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UserError(f"output folder {out} already exists and is not empty; pass --force to write over it")
+    check_folder_writable(out)  # a read-only folder is refused now, not after an hour of training
     out.mkdir(parents=True, exist_ok=True)
     return out
 
