@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
+from .commands import teach as teach_command
 from .errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -681,7 +682,7 @@ def _run_lab_degradation(args: argparse.Namespace) -> int:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_gui, _add_classify, _add_info, _add_export, _add_train, _add_quantize, _add_verify, _add_bench,
-    _add_lab]
+    _add_lab, teach_command.add]
 
 
 def build_parser() -> argparse.ArgumentParser:
