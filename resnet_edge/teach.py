@@ -597,8 +597,8 @@ def not_sure_threshold(top_probability: np.ndarray, correct: np.ndarray, keep_sh
     right = np.sort(top_probability[correct])
     if len(right) == 0:
         return 1.0  # nothing was right: everything is "not sure"
-    index = int(np.floor((1.0 - keep_share) * len(right)))
-    return float(right[min(index, len(right) - 1)])
+    keep = max(1, int(np.ceil(keep_share * len(right) - 1e-9)))  # 0.9 * 10 is 9.000000000000002 in floats
+    return float(right[len(right) - keep])
 
 
 @dataclass

@@ -62,23 +62,27 @@ def run(args: argparse.Namespace) -> int:
     given = {"stages": args.stages, "augment": args.augment, "holdout": args.holdout, "weight_decay": args.weight_decay,
              "threads": args.threads, "seed": args.seed}
     config = TeachConfig(flip=not args.no_flip, **{key: value for key, value in given.items() if value is not None})
-    bar = tqdm(total=100, unit="%", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True,
-               bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+    bars: list = []  # made on the first report: a refusal before any work prints its one line and nothing else
 
     def progress(fraction: float, message: str) -> None:
-        bar.set_description(message, refresh=False)
-        bar.update(round(100 * fraction) - bar.n)
+        if not bars:
+            bars.append(tqdm(total=100, unit="%", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True,
+                             bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"))
+        bars[0].set_description(message, refresh=False)
+        bars[0].update(round(100 * fraction) - bars[0].n)
 
     backbone = _backbone(args)
     try:
         result, written = teach(args.data, backbone, args.output, config, int8=args.int8, force=args.force,
                                 progress=progress, log=lambda message: print(message))
     except KeyboardInterrupt:
-        bar.close()
+        for bar in bars:
+            bar.close()
         print("cancelled; nothing written", file=sys.stderr)
         return 130
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     for message in result.skipped[:3]:
         warn(f"skipped {message}")
     if len(result.skipped) > 3:
