@@ -54,6 +54,7 @@ from .preprocess import fit_frame, normalize
 PROJECT_FILE = "teach.json"
 PROJECT_FORMAT = "resnet-edge-teach/1"
 FEATURES_OUTPUT = "teach.features"
+HEAD_NODE = "teach.head"  # the Gemm of the taught head in the exported graph
 STAGE_CHOICES = ("last", "all")
 DEFAULT_BACKBONE = "cifar10-resnet56"
 MAX_CLASS_NAME = 64
@@ -550,7 +551,10 @@ def fit_head(features: np.ndarray, labels: np.ndarray, classes: int, weight_deca
     features = features.astype(np.float64)
     mean = features.mean(axis=0)
     std = features.std(axis=0)
-    std = np.where(std > 1e-6, std, 1.0)  # a dead ReLU channel: constant, nothing to scale
+    # A channel (nearly) constant over the samples would be scaled up by 1/std: its weight, folded, becomes
+    # huge, a small change in it live swings the logits, and int8 weight scales break. Floor it.
+    positive = std[std > 1e-12]
+    std = np.maximum(std, 0.1 * float(np.median(positive)) if len(positive) else 1.0)
     x = (features - mean) / std
     n, d = x.shape
     counts = np.bincount(labels, minlength=classes).astype(np.float64)
@@ -764,7 +768,7 @@ def build_model(result: TeachResult, extractor: FeatureExtractor) -> bytes:
     weight, bias = "teach.head.weight", "teach.head.bias"
     graph.initializer.extend([numpy_helper.from_array(result.head.weight.astype(np.float32), weight),
                               numpy_helper.from_array(result.head.bias.astype(np.float32), bias)])
-    graph.node.append(helper.make_node("Gemm", [feature, weight, bias], [logits], name="teach.head", transB=1))
+    graph.node.append(helper.make_node("Gemm", [feature, weight, bias], [logits], name=HEAD_NODE, transB=1))
     outputs = [o for o in graph.output]
     del graph.output[:]
     for output in outputs:
@@ -805,9 +809,11 @@ def export(result: TeachResult, extractor: FeatureExtractor, output: str | os.Pa
     if int8:
         from .quantize import QuantizeOptions, quantize
 
+        # the head stays float: a few thousand weights, and its logits then match the fp32 head on the same
+        # (int8) features
         written.append(quantize(QuantizeOptions(model=str(output), output=str(int8_path(output)), calib=str(calib),
                                                 calib_size=min(256, sum(result.counts)), force=force,
-                                                show_progress=False), log=log))
+                                                show_progress=False, keep_float=(HEAD_NODE,)), log=log))
     return written
 
 

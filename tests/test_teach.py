@@ -255,6 +255,12 @@ print("torch-free ok")
     assert len(red_lines) >= 12 and all(": red " in line for line in red_lines[-12:]), red_lines[-12:]
     int8 = Classifier.load(out.with_name("mine.int8.onnx"), provider="cpu", quiet=True)
     assert int8.contract.precision == "int8" and int8.contract.extra["teach"]["classes"] == ["blue", "green", "red"]
+    import onnx
+
+    graph = onnx.load(str(out.with_name("mine.int8.onnx"))).graph
+    assert sum(node.op_type == "QuantizeLinear" for node in graph.node) > 10  # the backbone is int8...
+    head = next(node for node in graph.node if node.name == teach_module.HEAD_NODE)
+    assert head.input[1] == "teach.head.weight"  # ...the head reads its float weights, no DequantizeLinear
 
 
 def _folder(tmp_path: Path, counts: dict[str, int]) -> Path:
