@@ -81,6 +81,8 @@ def test_export_equals_the_in_memory_head_and_keeps_the_contract(taught, extract
     assert meta["classes"] == taught.classes and meta["threshold"] == pytest.approx(taught.threshold, abs=1e-6)
     assert meta["backbone"]["sha256"] == extractor.sha256 and meta["confusion"] == taught.confusion
     assert "verify" not in model.contract.extra and "source" not in model.contract.extra
+    assert teach_module.taught_threshold(model.contract) == pytest.approx(taught.threshold, abs=1e-6)
+    assert teach_module.taught_threshold(backbone.contract) is None
 
 
 def test_all_stages_concatenate_the_pooled_earlier_stages(project, tmp_path):
