@@ -385,6 +385,15 @@ def _feature_graph(model, contract: ModelContract, stages: str):
     return feature
 
 
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError:  # a build that left it out (the packaged app's size budget)
+        raise UserError("teach edits the backbone's graph with the onnx package, which is not installed: "
+                        "pip install onnx") from None
+    return onnx
+
+
 def _output_value(name: str, width: int | None, onnx) -> object:
     return onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", width])
 
@@ -393,8 +402,9 @@ class FeatureExtractor:
     """A backbone model file cut before its classifier: BGR frames -> feature vectors, via ONNX Runtime."""
 
     def __init__(self, path: str | os.PathLike, stages: str = "last", threads: int | None = None) -> None:
-        import onnx
         import onnxruntime as ort
+
+        onnx = _import_onnx()
 
         from .modelzoo import resolve_model
 
@@ -760,7 +770,7 @@ def train(data: TeachData, extractor: FeatureExtractor, config: TeachConfig | No
 
 def build_model(result: TeachResult, extractor: FeatureExtractor) -> bytes:
     """The backbone graph with its classifier replaced by the taught head: one ONNX model, our metadata."""
-    import onnx
+    onnx = _import_onnx()
     from onnx import helper, numpy_helper
 
     model = onnx.load_model_from_string(extractor.backbone_bytes)
