@@ -46,7 +46,8 @@ import numpy as np
 
 from .atomicio import check_writable, write_bytes_atomic, write_text_atomic
 from .errors import UserError
-from .images import ImageError, IMAGE_SUFFIXES, decode_image_bytes, is_image_file, list_images, read_image
+from .images import (IMAGE_SUFFIXES, MAX_FILE_BYTES, ImageError, decode_image_bytes, is_image_file, list_images,
+                     read_image)
 from .metadata import MetadataError, ModelContract
 from .onnxfile import read_model_file
 from .preprocess import fit_frame, normalize
@@ -294,9 +295,11 @@ class TeachProject:
         added, skipped = [], []
         for path in files:
             try:
-                data = path.read_bytes() if path.is_file() else b""
-                if not data:
+                if not path.is_file():
                     raise ImageError(f"{path}: no such image file")
+                if path.stat().st_size > MAX_FILE_BYTES:
+                    raise ImageError(f"{path}: file is larger than {MAX_FILE_BYTES // 2**20} MiB")
+                data = path.read_bytes()
                 decode_image_bytes(data, str(path))  # refuse what training could not read
             except (ImageError, OSError) as error:
                 skipped.append(str(error) if isinstance(error, ImageError) else f"{path}: {error.strerror}")

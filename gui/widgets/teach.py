@@ -132,6 +132,7 @@ class TeachTab(QWidget):
         self.worker: TrainWorker | None = None
         self.export_worker: ExportWorker | None = None
         self.recorded = 0  # frames saved by the current (or last) hold of the record button
+        self._thumb_cache: dict[Path, QIcon] = {}
 
         # classes
         self.class_list = QListWidget()
@@ -259,7 +260,9 @@ class TeachTab(QWidget):
         samples = self.project.samples(name) if name else []
         self.samples_label.setText(f"{name}: {len(samples)} samples" if name else "no class chosen")
         for path in samples[-MAX_THUMBS:]:
-            item = QListWidgetItem(thumbnail(path), "")
+            if path not in self._thumb_cache:  # decoded once: a refresh after each recording stays quick
+                self._thumb_cache[path] = thumbnail(path)
+            item = QListWidgetItem(self._thumb_cache[path], "")
             item.setData(Qt.ItemDataRole.UserRole, str(path))
             item.setToolTip(path.name)
             self.thumbs.addItem(item)
