@@ -37,7 +37,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -56,7 +56,7 @@ PROJECT_FILE = "teach.json"
 PROJECT_FORMAT = "resnet-edge-teach/1"
 FEATURES_OUTPUT = "teach.features"
 HEAD_NODE = "teach.head"  # the Gemm of the taught head in the exported graph
-STAGE_CHOICES = ("last", "all")
+STAGE_CHOICES = ("auto", "last", "all")
 DEFAULT_BACKBONE = "cifar10-resnet56"
 MAX_CLASS_NAME = 64
 # characters Windows, macOS or Linux refuse in a folder name, and path separators
@@ -77,7 +77,8 @@ class Cancelled(Exception):
 
 @dataclass
 class TeachConfig:
-    stages: str = "last"  # "last": the last stage's pooled output; "all": every stage's, concatenated (needs probes)
+    stages: str = "auto"  # "last": the last stage's pooled output; "all": every stage's, concatenated (needs probes);
+    # "auto": "all" where the backbone has probes, else "last" (docs/teach.md: "all" learns novel classes better)
     holdout: float = 0.2  # share of each class held out to measure accuracy (at least 1 where a class has >= 2)
     augment: int = 4  # augmented copies per image, beside the image itself (0: none)
     flip: bool = True  # random horizontal flips (off for classes that differ by left/right)
@@ -422,7 +423,11 @@ class FeatureExtractor:
         if self.contract.precision != "fp32":
             raise UserError(f"{self.path}: the backbone's precision is {self.contract.precision}; teach from the fp32 file "
                             "(the int8 twin of the taught model is made from it with --int8)")
-        self.stages = stages
+        if stages == "auto":
+            outputs = {o.name for o in summary.outputs}
+            earlier = _stage_outputs(self.contract) if self.contract.probes else []
+            stages = "all" if earlier and all(name in outputs for name in earlier) else "last"
+        self.stages = stages  # resolved: "last" or "all"
         self.backbone_bytes = data
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.input_name = summary.inputs[0].name if summary.inputs else self.contract.input_name
@@ -722,7 +727,7 @@ def train(data: TeachData, extractor: FeatureExtractor, config: TeachConfig | No
           progress: Progress | None = None, cancel: CancelCheck | None = None) -> TeachResult:
     """Features -> held-out measurement -> the head refit on every sample. Raises Cancelled (nothing
     written anywhere) when ``cancel()`` turns true, UserError for what cannot be taught."""
-    config = config or TeachConfig()
+    config = replace(config or TeachConfig(), stages=extractor.stages)  # "auto" resolved, as exported
     config.check()
     classes = len(data.classes)
     started = time.perf_counter()

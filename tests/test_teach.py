@@ -331,3 +331,19 @@ def test_an_existing_output_is_refused_before_any_work(project, tmp_path, capsys
     out.write_bytes(b"keep me")
     assert_refused(capsys, ["teach", str(project), "-b", BACKBONE, "-o", str(out)], "--force")
     assert out.read_bytes() == b"keep me"
+
+
+def test_auto_stages_take_every_stage_where_the_backbone_has_probes(tmp_path):
+    import onnx
+
+    assert FeatureExtractor(BACKBONE, "auto", threads=1).stages == "all"
+    model = onnx.load(BACKBONE)
+    logits = [output for output in model.graph.output if output.name == "logits"]
+    del model.graph.output[:]
+    model.graph.output.extend(logits)
+    bare = tmp_path / "no-probes.onnx"
+    onnx.save(model, str(bare))
+    extractor = FeatureExtractor(bare, "auto", threads=1)
+    assert extractor.stages == "last" and extractor.dim == 64
+    with pytest.raises(UserError, match="needs a backbone exported with probes"):
+        FeatureExtractor(bare, "all", threads=1)

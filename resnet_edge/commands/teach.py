@@ -30,8 +30,9 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", action="store_true",
                    help="also write its int8 twin (OUTPUT with .int8.onnx), calibrated on DATA_FOLDER's images")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
-    p.add_argument("--stages", choices=("last", "all"),
-                   help="features: the last stage's pooled output (default), or every stage's concatenated (needs probes)")
+    p.add_argument("--stages", choices=("auto", "last", "all"),
+                   help="features: the last stage's pooled output, or every stage's concatenated (needs probes); "
+                        "auto (default): all where the backbone has probes")
     p.add_argument("--augment", type=int, help="augmented copies per image: flips, crops, brightness, colour (default 4)")
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips (classes that differ by left/right)")
     p.add_argument("--holdout", type=float, help="share of each class held out to measure accuracy (default 0.2)")
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if len(result.skipped) > 3:
         warn(f"skipped {len(result.skipped)} unreadable images in all")
     print(f"backbone {result.backbone['file']} ({result.backbone['arch']}), {result.feature_dim} features "
-          f"({config.stages} stage{'s' if config.stages == 'all' else ''}), {1 + config.augment} views per image; "
+          f"({result.config.stages} stage{'s' if result.config.stages == 'all' else ''}), {1 + config.augment} views per image; "
           f"features {result.seconds['features']:.1f} s, head {result.seconds['fit']:.1f} s")
     print(result.report())
     for path in written:
