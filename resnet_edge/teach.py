@@ -826,6 +826,7 @@ def export(result: TeachResult, extractor: FeatureExtractor, output: str | os.Pa
         if calib is None:
             raise UserError("the int8 model needs calibration images (the teach project folder)")
     written = [write_bytes_atomic(output, build_model(result, extractor), force=force)]
+    log(f"wrote {output}: {len(result.classes)} classes on {result.backbone['file']}")
     if int8:
         from .quantize import QuantizeOptions, quantize
 
@@ -839,9 +840,10 @@ def export(result: TeachResult, extractor: FeatureExtractor, output: str | os.Pa
 
 def teach(folder: str | os.PathLike, backbone: str, output: str | os.PathLike, config: TeachConfig | None = None,
           int8: bool = False, force: bool = False, progress: Progress | None = None,
-          cancel: CancelCheck | None = None, log: Callable[[str], None] = print) -> tuple[TeachResult, list[Path]]:
-    """The whole loop from a folder: scan, features, head, export. Refuses before any work when an output
-    exists (without ``force``) or would replace the backbone."""
+          cancel: CancelCheck | None = None, log: Callable[[str], None] = print,
+          on_trained: Callable[[TeachResult], None] | None = None) -> tuple[TeachResult, list[Path]]:
+    """The whole loop from a folder: scan, features, head, (``on_trained``), export. Refuses before any work
+    when an output exists (without ``force``) or would replace the backbone."""
     output = check_writable(output, force)
     if int8:
         check_writable(int8_path(output), force)
@@ -852,6 +854,8 @@ def teach(folder: str | os.PathLike, backbone: str, output: str | os.PathLike, c
     if output.resolve() == extractor.path.resolve():
         raise UserError(f"{output}: the output must not replace the backbone")
     result = train(data, extractor, config, progress, cancel)
+    if on_trained is not None:
+        on_trained(result)
     return result, export(result, extractor, output, force, int8, calib=data.root, log=log)
 
 

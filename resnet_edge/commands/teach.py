@@ -72,26 +72,26 @@ def run(args: argparse.Namespace) -> int:
         bars[0].set_description(message, refresh=False)
         bars[0].update(round(100 * fraction) - bars[0].n)
 
-    backbone = _backbone(args)
-    try:
-        result, written = teach(args.data, backbone, args.output, config, int8=args.int8, force=args.force,
-                                progress=progress, log=lambda message: print(message))
-    except KeyboardInterrupt:
+    def report(result) -> None:  # before the files are written, and quantize's own lines
         for bar in bars:
             bar.close()
+        for message in result.skipped[:3]:
+            warn(f"skipped {message}")
+        if len(result.skipped) > 3:
+            warn(f"skipped {len(result.skipped)} unreadable images in all")
+        stages = result.config.stages
+        print(f"backbone {result.backbone['file']} ({result.backbone['arch']}), {result.feature_dim} features "
+              f"({stages} stage{'s' if stages == 'all' else ''}), {1 + config.augment} views per image; "
+              f"features {result.seconds['features']:.1f} s, head {result.seconds['fit']:.1f} s")
+        print(result.report())
+
+    try:
+        teach(args.data, _backbone(args), args.output, config, int8=args.int8, force=args.force,
+                           progress=progress, log=print, on_trained=report)
+    except KeyboardInterrupt:
         print("cancelled; nothing written", file=sys.stderr)
         return 130
     finally:
         for bar in bars:
             bar.close()
-    for message in result.skipped[:3]:
-        warn(f"skipped {message}")
-    if len(result.skipped) > 3:
-        warn(f"skipped {len(result.skipped)} unreadable images in all")
-    print(f"backbone {result.backbone['file']} ({result.backbone['arch']}), {result.feature_dim} features "
-          f"({result.config.stages} stage{'s' if result.config.stages == 'all' else ''}), {1 + config.augment} views per image; "
-          f"features {result.seconds['features']:.1f} s, head {result.seconds['fit']:.1f} s")
-    print(result.report())
-    for path in written:
-        print(f"wrote {path}")
     return 0
