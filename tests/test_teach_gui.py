@@ -74,6 +74,12 @@ def test_record_three_classes_train_export_and_classify(qtbot, tab, tmp_path, ca
     model = Classifier.load(live, provider="cpu", quiet=True)
     tab.camera.showing = "green"
     assert model.classify(tab.camera()).pop().label == "green"
+    # the tab's own live check: the taught head on the newest frame, "not sure" below the threshold
+    qtbot.waitUntil(lambda: tab.live_label.text().startswith("live: green"), timeout=WAIT_MS)
+    tab.camera.showing = "red"
+    qtbot.waitUntil(lambda: tab.live_label.text().startswith("live: red"), timeout=WAIT_MS)
+    tab.result.threshold = 1.01  # nothing is that sure
+    qtbot.waitUntil(lambda: tab.live_label.text().startswith("live: not sure (best red"), timeout=WAIT_MS)
 
     out = tmp_path / "mine.onnx"
     with qtbot.waitSignal(tab.exported, timeout=WAIT_MS) as exported:

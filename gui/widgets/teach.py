@@ -3,9 +3,13 @@
 The engine is :mod:`resnet_edge.teach` (numpy + ONNX Runtime, no torch). The tab owns a teach project
 folder (class folders of images + teach.json), so what is recorded survives a crash or a restart.
 
-- Classes: add, rename, delete. Samples: hold "Hold to record" to save frames from ``frame_source`` (a
-  callable returning the newest BGR frame, or None) at the set rate; import files or folders, or drop them
-  on the tab; a thumbnail grid of the chosen class, where samples can be removed.
+- Classes: add, rename, delete. Samples: hold "Hold to record" to save frames from ``frame_source`` at the
+  set rate; import files or folders, or drop them on the tab; a thumbnail grid of the chosen class, where
+  samples can be removed. ``frame_source`` returns the newest BGR frame (or None), the same array object
+  until a new frame arrives; it is called from the UI thread and from the preview thread, so it must be
+  thread-safe: the app's latest-frame slot is (``lambda: (f := slot.latest()) and f.image``).
+- After training, a preview thread runs the taught head on the newest frame a few times a second and the
+  tab shows the label, or "not sure" below the threshold.
 - Train runs on a QThread (:class:`TrainWorker`) with a progress bar and Cancel; the previous model keeps
   running meanwhile and nothing is written when cancelled. When training ends the taught model is written
   to ``<project>/.teach/model.onnx`` and ``model_trained(path)`` is emitted, so the app can switch its live
@@ -104,6 +108,37 @@ class ExportWorker(QThread):
         self.succeeded.emit(written)
 
 
+class PreviewWorker(QThread):
+    """The taught head on the newest live frame, a few times a second, until stopped: the tab's own live
+    check (the app's live view gets the model file through ``model_trained``)."""
+
+    predicted = Signal(str, float, bool)  # label, top probability, sure (top probability >= the threshold)
+
+    def __init__(self, source: FrameSource, result: TeachResult, extractor: FeatureExtractor, rate: float = 5.0,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("teach-preview")
+        self.source, self.result, self.extractor, self.period = source, result, extractor, 1.0 / rate
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            frame = self.source()
+            if frame is not None:
+                try:
+                    probabilities = self.result.head.probabilities(self.extractor.features([frame]))[0]
+                except Exception:  # a frame the model cannot take: skip it, the next one may do
+                    probabilities = None
+                if probabilities is not None:
+                    best = int(probabilities.argmax())
+                    top = float(probabilities[best])
+                    self.predicted.emit(self.result.classes[best], top, top >= self.result.threshold)
+            self._stop.wait(self.period)
+
+
 def thumbnail(path: Path) -> QIcon:
     try:
         image = read_image(path)
@@ -130,9 +165,11 @@ class TeachTab(QWidget):
         self.result: TeachResult | None = None
         self.extractor: FeatureExtractor | None = None
         self.worker: TrainWorker | None = None
+        self.preview: PreviewWorker | None = None
         self.export_worker: ExportWorker | None = None
         self.recorded = 0  # frames saved by the current (or last) hold of the record button
         self._thumb_cache: dict[Path, QIcon] = {}
+        self._last_recorded: np.ndarray | None = None  # the same frame object is not saved twice
 
         # classes
         self.class_list = QListWidget()
@@ -189,6 +226,7 @@ class TeachTab(QWidget):
         self.export_button = QPushButton("Export fp32 + int8…", enabled=False)
         self.export_button.clicked.connect(self._ask_export)
         self.progress = QProgressBar(minimum=0, maximum=100, value=0)
+        self.live_label = QLabel("live: no taught model yet")
         self.status = QLabel("Add classes, record or import a few examples of each, then Train.")
         self.status.setWordWrap(True)
         self.accuracy_table = QTableWidget(0, 3)
@@ -208,6 +246,7 @@ class TeachTab(QWidget):
         train_layout.addLayout(train_row)
         train_layout.addWidget(self.progress)
         train_layout.addWidget(self.status)
+        train_layout.addWidget(self.live_label)
         tables = QHBoxLayout()
         tables.addWidget(self.accuracy_table, 1)
         tables.addWidget(self.confusion_table, 2)
@@ -371,8 +410,9 @@ class TeachTab(QWidget):
     def record_frame(self) -> None:
         """Save the newest frame into the chosen class (one timer tick)."""
         frame = self.frame_source() if self.frame_source else None
-        if frame is None or self.current_class is None:
-            return
+        if frame is None or frame is self._last_recorded or self.current_class is None:
+            return  # no frame yet, or the camera has not delivered a new one since the last tick
+        self._last_recorded = frame
         try:
             self.project.add_frame(self.current_class, frame)
         except UserError as error:  # a full disk: stop, keep what was saved
@@ -428,7 +468,28 @@ class TeachTab(QWidget):
         self.project.settings["last"] = {"accuracy": round(result.accuracy, 4), "threshold": round(result.threshold, 6),
                                          "classes": result.classes}
         self.project.save()
+        self.start_preview()
         self.model_trained.emit(path)
+
+    def start_preview(self) -> None:
+        """Run the taught head on the live source (replacing a preview of an earlier model)."""
+        self.stop_preview()
+        if self.frame_source is None or self.result is None or self.extractor is None:
+            return
+        self.preview = PreviewWorker(self.frame_source, self.result, self.extractor, parent=self)
+        self.preview.predicted.connect(self._on_preview)
+        self.preview.start()
+
+    def stop_preview(self) -> None:
+        if self.preview is not None:
+            self.preview.stop()
+            self.preview.wait()  # it sleeps at most one period between frames
+            self.preview.deleteLater()
+            self.preview = None
+
+    def _on_preview(self, label: str, probability: float, sure: bool) -> None:
+        self.live_label.setText(f"live: {label} {probability:.2f}" if sure else
+                                f"live: not sure (best {label} {probability:.2f})")
 
     def show_result(self, result: TeachResult) -> None:
         self.accuracy_table.setRowCount(len(result.classes))
@@ -483,8 +544,10 @@ class TeachTab(QWidget):
             self.export_to(Path(output if output.endswith(".onnx") else output + ".onnx"))
 
     def shutdown(self) -> None:
-        """Stop recording, cancel training and join the threads (training stops at its next batch)."""
+        """Stop recording and the preview, cancel training and join the threads (training stops at its next
+        batch)."""
         self.record_timer.stop()
+        self.stop_preview()
         for worker in (self.worker, self.export_worker):
             if worker is not None and worker.isRunning():
                 if isinstance(worker, TrainWorker):
