@@ -84,6 +84,33 @@ def test_features(extractor: FeatureExtractor, pools: dict[str, list[Path]], fir
     return np.concatenate(features), np.array(labels)
 
 
+def plot(rows: list[dict], shots: list[int], augment: int, path: str) -> None:
+    """Accuracy and training CPU time against images per class, a line per backbone, features and set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for key in sorted({(r["backbone"], r["stages"], r["set"]) for r in rows}):
+        chosen = [r for r in rows if (r["backbone"], r["stages"], r["set"]) == key and r["augment"] == augment]
+        label = f"{key[0].replace('cifar10-', '')} {key[1]}, {key[2]}"
+        style = "-" if key[2] == "novel" else "--"
+        axes[0].plot([r["shots"] for r in chosen], [100 * r["accuracy"] for r in chosen], style, marker="o", label=label)
+        axes[1].plot([r["shots"] for r in chosen], [r["cpu"] for r in chosen], style, marker="o", label=label)
+    axes[0].set(xscale="log", xlabel="images per class", ylabel="test top-1 (%)", title="accuracy (10 classes)")
+    axes[1].set(xscale="log", xlabel="images per class", ylabel="CPU seconds (2 threads summed)",
+                title=f"training time, {cpu_name()}")
+    for axis in axes:
+        axis.set_xticks(shots, [str(s) for s in shots])
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cifar", help="CIFAR-10 training folder of class folders (the shipped models' data)")
@@ -143,27 +170,7 @@ def main() -> int:
         print(f"| {row['backbone']} | {row['stages']} ({row['dim']}) | {row['set']} | {row['shots']} | {row['augment']} | "
               f"{100 * row['accuracy']:.1f}% | {100 * row['heldout']:.1f}% | {row['seconds']:.2f} s | {row['cpu']:.2f} s |")
     if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for row_key in sorted({(r["backbone"], r["stages"], r["set"]) for r in rows}):
-            chosen = [r for r in rows if (r["backbone"], r["stages"], r["set"]) == row_key
-                      and r["augment"] == args.augment[0]]
-            label = f"{row_key[0].replace('cifar10-', '')} {row_key[1]}, {row_key[2]}"
-            style = "-" if row_key[2] == "novel" else "--"
-            axes[0].plot([r["shots"] for r in chosen], [100 * r["accuracy"] for r in chosen], style, marker="o", label=label)
-            axes[1].plot([r["shots"] for r in chosen], [r["cpu"] for r in chosen], style, marker="o", label=label)
-        axes[0].set(xscale="log", xlabel="images per class", ylabel="test top-1 (%)", title="accuracy (10 classes)")
-        axes[1].set(xscale="log", xlabel="images per class", ylabel="CPU seconds", title=f"training CPU time, {cpu_name()}")
-        for axis in axes:
-            axis.set_xticks(args.shots, [str(s) for s in args.shots])
-            axis.grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
-        figure.tight_layout()
-        figure.savefig(args.plot, dpi=120)
+        plot(rows, args.shots, args.augment[0], args.plot)
         print(f"\nwrote {args.plot}")
     return 0
 
