@@ -123,3 +123,45 @@ def test_bad_input_is_one_line_in_the_tab(qtbot, tab, monkeypatch):
     assert tab.train()
     qtbot.waitUntil(lambda: not tab.training, timeout=WAIT_MS)
     assert "only one class" in tab.status.text()
+
+
+def test_dropped_files_and_folders_are_imported_into_the_chosen_class(qtbot, tab, tmp_path):
+    import cv2
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(3):
+        cv2.imwrite(str(folder / f"{index}.png"), tab.camera())
+    (folder / "notes.jpg").write_bytes(b"\xff\xd8\xff not really")
+    single = tmp_path / "one.png"
+    cv2.imwrite(str(single), tab.camera())
+    tab.add_class("mug")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(folder)), QUrl.fromLocalFile(str(single))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    tab.dropEvent(event)
+    assert len(tab.project.samples("mug")) == 4
+    assert "imported 4 image(s) into mug; skipped 1" in tab.status.text()
+    assert tab.thumbs.count() == 4
+
+
+def test_the_tab_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = """
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, _NoTorch())
+import gui.widgets.teach, resnet_edge.teach, resnet_edge.commands.teach
+assert not any(name == "torch" or name.startswith("torch.") for name in sys.modules)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
