@@ -420,8 +420,10 @@ class FeatureExtractor:
         except MetadataError:
             raise UserError(f"{self.path}: the backbone has no resnet-edge metadata (labels, mean, std, input size, "
                             "colour order); export it with `resnet-edge export` or pick a shipped model") from None
-        if self.contract.precision != "fp32":
-            raise UserError(f"{self.path}: the backbone's precision is {self.contract.precision}; teach from the fp32 file "
+        quantized = sorted(op for op in summary.op_types if op in ("QuantizeLinear", "QLinearConv", "ConvInteger"))
+        if self.contract.precision != "fp32" or quantized:
+            precision = self.contract.precision if self.contract.precision != "fp32" else "int8"
+            raise UserError(f"{self.path}: the backbone's precision is {precision}; teach from the fp32 file "
                             "(the int8 twin of the taught model is made from it with --int8)")
         if stages == "auto":
             outputs = {o.name for o in summary.outputs}
@@ -431,6 +433,8 @@ class FeatureExtractor:
         self.backbone_bytes = data
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.input_name = summary.inputs[0].name if summary.inputs else self.contract.input_name
+        # some exporters fix the batch at 1: such a model is run one frame at a time
+        self._one_at_a_time = bool(summary.inputs) and bool(summary.inputs[0].shape) and summary.inputs[0].shape[0] == 1
         model = onnx.load_model_from_string(data)
         self.feature_name = _feature_graph(model, self.contract, stages)
         del model.graph.output[:]
@@ -462,7 +466,15 @@ class FeatureExtractor:
 
     def run(self, fitted: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, 3) frames at the input size, in the model's colour order -> float32 (N, D)."""
-        return self.session.run([FEATURES_OUTPUT], {self.input_name: normalize(fitted, self.spec)})[0]
+        batch = normalize(fitted, self.spec)
+        try:
+            if self._one_at_a_time and len(batch) > 1:
+                return np.concatenate([self.session.run([FEATURES_OUTPUT], {self.input_name: batch[i : i + 1]})[0]
+                                       for i in range(len(batch))])
+            return self.session.run([FEATURES_OUTPUT], {self.input_name: batch})[0]
+        except Exception as error:  # ORT's own exception types: the model, not the frames
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise UserError(f"{self.path}: ONNX Runtime failed to compute the backbone's features ({reason})") from None
 
     def features(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """BGR frames of any size -> float32 (N, D), through the one preprocessing path."""

@@ -347,3 +347,15 @@ def test_auto_stages_take_every_stage_where_the_backbone_has_probes(tmp_path):
     assert extractor.stages == "last" and extractor.dim == 64
     with pytest.raises(UserError, match="needs a backbone exported with probes"):
         FeatureExtractor(bare, "all", threads=1)
+
+
+def test_a_backbone_with_its_batch_fixed_at_one_is_run_frame_by_frame(project, tmp_path, extractor):
+    import onnx
+
+    model = onnx.load(BACKBONE)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    fixed = tmp_path / "batch1.onnx"
+    onnx.save(model, str(fixed))
+    frames = [read_image(path) for path, _ in scan_teach_folder(project).samples[:5]]
+    one_by_one = FeatureExtractor(fixed, "last", threads=1)
+    assert np.allclose(one_by_one.features(frames), extractor.features(frames), atol=1e-5)
