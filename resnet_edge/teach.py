@@ -24,7 +24,9 @@ The Teachable Machine / Lobe loop on our own backbones. A teach project is an im
    ``teach`` metadata key with what was measured. Its int8 twin comes from ``quantize.py``, calibrated on
    the project's own images.
 
-No torch anywhere here; ``onnx`` is used to edit the graph.
+No torch anywhere here, and no ``onnx`` either: the graph is edited at the protobuf level
+(``graphedit.py``), so the packaged app can teach. Only the int8 twin needs ``onnx`` (ONNX Runtime's
+quantization tools are built on it).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from .errors import UserError
 from .images import (IMAGE_SUFFIXES, MAX_FILE_BYTES, ImageError, decode_image_bytes, is_image_file, list_images,
                      read_image)
 from .metadata import MetadataError, ModelContract
+from .graphedit import Node, WireModel, json_props, make_float_output, make_float_tensor, make_node
 from .onnxfile import read_model_file
 from .preprocess import fit_frame, normalize
 
@@ -319,27 +322,20 @@ class TeachProject:
 # --- features ---------------------------------------------------------------------------------------------
 
 
-def _producer_map(graph) -> dict[str, object]:
-    return {output: node for node in graph.node for output in node.output}
-
-
-def _classifier_nodes(graph, logits: str) -> tuple[list, str]:
+def _classifier(model: WireModel, logits: str) -> tuple[list[Node], str]:
     """The node(s) of the final linear classifier and the name of its input (the pooled feature vector)."""
-    producers = _producer_map(graph)
-    node = producers.get(logits)
+    node = model.producer(logits)
     if node is None:
         raise UserError(f"the backbone has no node producing its output {logits!r}")
-    initializers = {t.name for t in graph.initializer}
     if node.op_type == "Gemm":
-        return [node], node.input[0]
+        return [node], node.inputs[0]
     if node.op_type == "Add":  # MatMul + bias, as some exporters write it
-        for position, name in enumerate(node.input):
-            inner = producers.get(name)
-            other = node.input[1 - position]
-            if inner is not None and inner.op_type == "MatMul" and other in initializers:
-                return [inner, node], inner.input[0]
+        for position, name in enumerate(node.inputs[:2]):
+            inner = model.producer(name)
+            if inner is not None and inner.op_type == "MatMul" and node.inputs[1 - position] in model.initializers:
+                return [inner, node], inner.inputs[0]
     if node.op_type == "MatMul":
-        return [node], node.input[0]
+        return [node], node.inputs[0]
     raise UserError(f"the backbone's output {logits!r} comes from a {node.op_type} node, not a Gemm/MatMul "
                     "classifier; teach needs a model whose last layer is linear")
 
@@ -355,51 +351,24 @@ def _stage_outputs(contract: ModelContract) -> list[str]:
     return [contract.probes[group[0]]["x"] for group in stages[1:]]
 
 
-def _feature_graph(model, contract: ModelContract, stages: str):
-    """Edit ``model`` in place: drop the classifier (and its now unused weights), add the nodes that compute
-    the feature tensor (``stages='all'``); returns the feature tensor's name."""
-    from onnx import helper
-
-    graph = model.graph
-    nodes, pooled = _classifier_nodes(graph, contract.output_name)
-    dropped = {id(n) for n in nodes}
-    kept = [n for n in graph.node if id(n) not in dropped]
-    del graph.node[:]
-    graph.node.extend(kept)
-    feature = pooled
-    if stages == "all":
-        graph_outputs = {o.name for o in graph.output}
-        earlier = _stage_outputs(contract) if contract.probes else []
-        if not earlier or not all(name in graph_outputs for name in earlier):
-            raise UserError("--stages all needs a backbone exported with probes (resnet-edge export --probes) "
-                            "and more than one stage")
-        pieces = []
-        for index, name in enumerate(earlier):
-            pool, flat = f"teach.stage{index}.pool", f"teach.stage{index}.flat"
-            graph.node.extend([helper.make_node("GlobalAveragePool", [name], [pool], name=pool),
-                               helper.make_node("Flatten", [pool], [flat], name=flat, axis=1)])
-            pieces.append(flat)
-        feature = "teach.concat"
-        graph.node.append(helper.make_node("Concat", pieces + [pooled], [feature], name=feature, axis=1))
-    used = {name for n in graph.node for name in n.input}
-    unused = [t for t in graph.initializer if t.name not in used]
-    for tensor in unused:
-        graph.initializer.remove(tensor)
-    del graph.value_info[:]  # shapes annotated for the old graph; ONNX Runtime infers them again
-    return feature
-
-
-def _import_onnx():
-    try:
-        import onnx
-    except ImportError:  # a build that left it out (the packaged app's size budget)
-        raise UserError("teach edits the backbone's graph with the onnx package, which is not installed: "
-                        "pip install onnx") from None
-    return onnx
-
-
-def _output_value(name: str, width: int | None, onnx) -> object:
-    return onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", width])
+def _feature_nodes(model: WireModel, contract: ModelContract, stages: str) -> tuple[set[int], list[bytes], str]:
+    """What cuts the backbone before its classifier: the node indices to drop, the nodes to add (pooling of
+    the earlier stages for ``stages='all'``) and the name of the feature tensor."""
+    nodes, pooled = _classifier(model, contract.output_name)
+    drop = {node.index for node in nodes}
+    if stages != "all":
+        return drop, [], pooled
+    earlier = _stage_outputs(contract) if contract.probes else []
+    if not earlier or not all(name in model.outputs for name in earlier):
+        raise UserError("--stages all needs a backbone exported with probes (resnet-edge export --probes) "
+                        "and more than one stage")
+    added, pieces = [], []
+    for index, name in enumerate(earlier):
+        pool, flat = f"teach.stage{index}.pool", f"teach.stage{index}.flat"
+        added += [make_node("GlobalAveragePool", [name], [pool], pool), make_node("Flatten", [pool], [flat], flat, axis=1)]
+        pieces.append(flat)
+    added.append(make_node("Concat", pieces + [pooled], ["teach.concat"], "teach.concat", axis=1))
+    return drop, added, "teach.concat"
 
 
 class FeatureExtractor:
@@ -407,8 +376,6 @@ class FeatureExtractor:
 
     def __init__(self, path: str | os.PathLike, stages: str = "last", threads: int | None = None) -> None:
         import onnxruntime as ort
-
-        onnx = _import_onnx()
 
         from .modelzoo import resolve_model
 
@@ -435,12 +402,16 @@ class FeatureExtractor:
         self.input_name = summary.inputs[0].name if summary.inputs else self.contract.input_name
         # some exporters fix the batch at 1: such a model is run one frame at a time
         self._one_at_a_time = bool(summary.inputs) and bool(summary.inputs[0].shape) and summary.inputs[0].shape[0] == 1
-        model = onnx.load_model_from_string(data)
-        self.feature_name = _feature_graph(model, self.contract, stages)
-        del model.graph.output[:]
-        model.graph.output.append(_output_value(FEATURES_OUTPUT, None, onnx))
-        model.graph.node.append(onnx.helper.make_node("Identity", [self.feature_name], [FEATURES_OUTPUT],
-                                                      name=FEATURES_OUTPUT))
+        try:
+            self.wire = WireModel.parse(data)
+        except ValueError:  # read_model_file has parsed it once already; this is for the odd crafted file
+            raise UserError(f"{self.path}: cannot read the backbone's graph") from None
+        drop, added, feature = _feature_nodes(self.wire, self.contract, stages)
+        self.feature_name = feature
+        # the backbone, cut: only the features come out (the probes' outputs dropped, so ORT fuses the blocks)
+        features_model = self.wire.edited(
+            drop_nodes=drop, add_nodes=added + [make_node("Identity", [feature], [FEATURES_OUTPUT], FEATURES_OUTPUT)],
+            keep_outputs=[], add_outputs=[make_float_output(FEATURES_OUTPUT, ["N", None])])
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
@@ -450,7 +421,7 @@ class FeatureExtractor:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(features_model, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # ORT's own exception types
             raise UserError(f"{self.path}: ONNX Runtime cannot run the backbone's features "
                             f"({str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__})") from None
@@ -790,36 +761,20 @@ def train(data: TeachData, extractor: FeatureExtractor, config: TeachConfig | No
 
 def build_model(result: TeachResult, extractor: FeatureExtractor) -> bytes:
     """The backbone graph with its classifier replaced by the taught head: one ONNX model, our metadata."""
-    onnx = _import_onnx()
-    from onnx import helper, numpy_helper
-
-    model = onnx.load_model_from_string(extractor.backbone_bytes)
-    feature = _feature_graph(model, extractor.contract, result.config.stages)
-    graph = model.graph
-    logits = extractor.contract.output_name
+    wire, contract = extractor.wire, extractor.contract
+    drop, added, feature = _feature_nodes(wire, contract, result.config.stages)
+    logits = contract.output_name
     weight, bias = "teach.head.weight", "teach.head.bias"
-    graph.initializer.extend([numpy_helper.from_array(result.head.weight.astype(np.float32), weight),
-                              numpy_helper.from_array(result.head.bias.astype(np.float32), bias)])
-    graph.node.append(helper.make_node("Gemm", [feature, weight, bias], [logits], name=HEAD_NODE, transB=1))
-    outputs = [o for o in graph.output]
-    del graph.output[:]
-    for output in outputs:
-        if output.name == logits:
-            graph.output.append(helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT,
-                                                              ["N", len(result.classes)]))
-        else:
-            graph.output.append(output)  # the probes: the block panel works on the taught model too
-    original = {p.key: p.value for p in model.metadata_props}
-    props = {key: original[key] for key in _KEPT_KEYS if key in original}
-    props.update({"labels": json.dumps(result.classes), "precision": json.dumps("fp32"),
-                  "teach": json.dumps(result.metadata())})
-    del model.metadata_props[:]
-    for key, value in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    model.producer_name = "resnet-edge teach"
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    head = make_node("Gemm", [feature, weight, bias], [logits], HEAD_NODE, transB=1)
+    probes = [name for names in contract.probes.values() for name in names.values() if name in wire.outputs]
+    props = {key: wire.metadata[key] for key in _KEPT_KEYS if key in wire.metadata}
+    props.update(json_props({"labels": result.classes, "precision": "fp32", "teach": result.metadata()}))
+    return wire.edited(
+        drop_nodes=drop, add_nodes=added + [head],
+        add_initializers=[make_float_tensor(weight, result.head.weight), make_float_tensor(bias, result.head.bias)],
+        keep_outputs=probes,  # the block panel works on the taught model too
+        replace_outputs={logits: make_float_output(logits, ["N", len(result.classes)])},
+        metadata=props, producer="resnet-edge teach")
 
 
 def int8_path(path: str | os.PathLike) -> Path:
@@ -837,6 +792,7 @@ def export(result: TeachResult, extractor: FeatureExtractor, output: str | os.Pa
         check_writable(int8_path(output), force)
         if calib is None:
             raise UserError("the int8 model needs calibration images (the teach project folder)")
+        check_int8_tools()
     written = [write_bytes_atomic(output, build_model(result, extractor), force=force)]
     log(f"wrote {output}: {len(result.classes)} classes on {result.backbone['file']}")
     if int8:
@@ -850,6 +806,25 @@ def export(result: TeachResult, extractor: FeatureExtractor, output: str | os.Pa
     return written
 
 
+def int8_tools_missing() -> str | None:
+    """Why the int8 twin cannot be made here (a build without ``onnx``), or None."""
+    import importlib.util
+
+    for module in ("onnx", "onnxruntime.quantization"):
+        try:
+            if importlib.util.find_spec(module) is None:
+                return f"the int8 model needs the {module} package, which is not installed"
+        except (ImportError, ValueError):
+            return f"the int8 model needs the {module} package, which is not installed"
+    return None
+
+
+def check_int8_tools() -> None:
+    reason = int8_tools_missing()
+    if reason:
+        raise UserError(f"{reason}: pip install onnx, or teach without --int8")
+
+
 def teach(folder: str | os.PathLike, backbone: str, output: str | os.PathLike, config: TeachConfig | None = None,
           int8: bool = False, force: bool = False, progress: Progress | None = None,
           cancel: CancelCheck | None = None, log: Callable[[str], None] = print,
@@ -859,6 +834,7 @@ def teach(folder: str | os.PathLike, backbone: str, output: str | os.PathLike, c
     output = check_writable(output, force)
     if int8:
         check_writable(int8_path(output), force)
+        check_int8_tools()
     config = config or TeachConfig()
     config.check()
     data = scan_teach_folder(folder)

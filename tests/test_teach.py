@@ -65,9 +65,13 @@ def test_the_taught_head_learns_the_classes_and_reports_per_class_accuracy(taugh
 
 
 def test_export_equals_the_in_memory_head_and_keeps_the_contract(taught, extractor, project, tmp_path):
+    import onnx
+
     out = tmp_path / "mine.onnx"
     export(taught, extractor, out)
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)  # written without onnx: still a valid model
     model = Classifier.load(out, provider="cpu", quiet=True)
+    assert [o.name for o in model.summary.outputs][0] == "logits"  # where the backbone had it
     backbone = Classifier.load(BACKBONE, provider="cpu", quiet=True)
     frames = [read_image(path) for path, _ in scan_teach_folder(project).samples]
     logits = model.run(model.preprocess(frames))
@@ -359,3 +363,22 @@ def test_a_backbone_with_its_batch_fixed_at_one_is_run_frame_by_frame(project, t
     frames = [read_image(path) for path, _ in scan_teach_folder(project).samples[:5]]
     one_by_one = FeatureExtractor(fixed, "last", threads=1)
     assert np.allclose(one_by_one.features(frames), extractor.features(frames), atol=1e-5)
+
+
+def test_teach_needs_no_onnx_package_and_int8_says_why_without_it(project, tmp_path):
+    """The packaged app ships without `onnx`: teaching and the fp32 export still work there."""
+    out = tmp_path / "mine.onnx"
+    code = BLOCK_TORCH.replace('name == "torch" or name.startswith("torch.")',
+                               'name.split(".")[0] in ("torch", "onnx")') + f"""
+from resnet_edge.cli import main
+assert main(["teach", {str(project)!r}, "-b", "cifar10-resnet20", "-o", {str(out)!r}, "--augment", "0",
+             "--no-progress", "--threads", "1"]) == 0
+assert main(["teach", {str(project)!r}, "-b", "cifar10-resnet20", "-o", {str(tmp_path / "b.onnx")!r}, "--int8"]) == 2
+assert not any(name.split(".")[0] in ("torch", "onnx") for name in sys.modules)
+print("onnx-free ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0 and "onnx-free ok" in result.stdout, result.stdout[-1500:] + result.stderr[-1500:]
+    assert "the int8 model needs the onnx package" in result.stderr
+    assert out.exists() and not (tmp_path / "b.onnx").exists()
+    assert Classifier.load(out, quiet=True).labels == ["blue", "green", "red"]

@@ -14,7 +14,8 @@ folder (class folders of images + teach.json), so what is recorded survives a cr
   running meanwhile and nothing is written when cancelled. When training ends the taught model is written
   to ``<project>/.teach/model.onnx`` and ``model_trained(path)`` is emitted, so the app can switch its live
   view to it; per-class held-out accuracy and the confusion matrix are shown.
-- Export writes the model and its int8 twin (calibrated on the project's images) on a worker thread.
+- Export writes the model and its int8 twin (calibrated on the project's images) on a worker thread; a
+  build without the ``onnx`` package (which the int8 tools need) writes the fp32 model and says why.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFi
 from resnet_edge.errors import UserError
 from resnet_edge.images import read_image
 from resnet_edge.teach import (Cancelled, FeatureExtractor, TeachConfig, TeachProject, TeachResult, build_model,
-                               export, int8_path, scan_teach_folder, train)
+                               export, int8_path, int8_tools_missing, scan_teach_folder, train)
 from resnet_edge.atomicio import write_bytes_atomic
 from resnet_edge.sources import describe_error
 
@@ -99,9 +100,9 @@ class ExportWorker(QThread):
 
     def run(self) -> None:
         try:
-            # the save dialog has asked before replacing a file
-            written = export(self.result, self.extractor, self.output, force=True, int8=True, calib=self.calib,
-                             log=lambda message: None)
+            # the save dialog has asked before replacing a file; a build without onnx writes fp32 only
+            written = export(self.result, self.extractor, self.output, force=True, int8=int8_tools_missing() is None,
+                             calib=self.calib, log=lambda message: None)
         except Exception as error:
             self.failed.emit(str(error) if isinstance(error, UserError) else describe_error(error))
             return
@@ -529,7 +530,8 @@ class TeachTab(QWidget):
         return True
 
     def _on_exported(self, written: list) -> None:
-        self.status.setText("exported " + ", ".join(str(p) for p in written))
+        missing = int8_tools_missing()
+        self.status.setText("exported " + ", ".join(str(p) for p in written) + (f" ({missing})" if missing else ""))
         self.exported.emit([str(p) for p in written])
 
     def _on_export_finished(self) -> None:
