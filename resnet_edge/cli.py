@@ -11,6 +11,7 @@ import sys
 from typing import Callable, Sequence
 
 from .commands import fetch as fetch_command
+from .commands import teach as teach_command
 from .errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -655,7 +656,7 @@ def _run_lab_degradation(args: argparse.Namespace) -> int:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_gui, _add_classify, _add_info, _add_export, _add_train, _add_quantize, _add_verify, _add_bench,
-    _add_lab, fetch_command.add]
+    _add_lab, fetch_command.add, teach_command.add]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -81,6 +81,7 @@ class QuantizeOptions:
     force: bool = False  # overwrite an existing output
     contract: ModelContract | None = None  # stands in for missing metadata (from CLI flags)
     show_progress: bool = True
+    keep_float: tuple[str, ...] = ()  # node names left in float (teach keeps its small head exact)
 
 
 # --- calibration data ----------------------------------------------------------------------------------
@@ -257,7 +258,7 @@ def _int8(model_path: Path, out_path: Path, options: QuantizeOptions, reader: Im
     quantize_static(
         str(source), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
         activation_type=QuantType.QUInt8 if options.activation_type == "uint8" else QuantType.QInt8,
-        weight_type=QuantType.QInt8, reduce_range=options.weight_bits == 7,
+        weight_type=QuantType.QInt8, reduce_range=options.weight_bits == 7, nodes_to_exclude=list(options.keep_float),
         calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                           "percentile": CalibrationMethod.Percentile}[options.method],
         calibration_providers=["CPUExecutionProvider"],

@@ -34,3 +34,71 @@ def synthetic_frame(rng: np.random.Generator, height: int = 240, width: int = 32
 def synthetic_frames(count: int, seed: int = 0, height: int = 240, width: int = 320) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [synthetic_frame(rng, height, width) for _ in range(count)]
+
+
+# Classes no shipped model was trained on: shapes and textures in random colours, sizes, places and
+# angles, on a random background. The benchmark of `resnet-edge teach` and the Teach tab's tests learn them.
+NOVEL_CLASSES = ("circle", "square", "triangle", "ring", "cross", "stripes", "checker", "dots", "star", "waves")
+
+
+def _random_color(rng: np.random.Generator, avoid: np.ndarray | None = None) -> tuple[int, int, int]:
+    while True:
+        color = rng.integers(0, 256, size=3)
+        if avoid is None or np.abs(color.astype(int) - avoid.astype(int)).sum() > 150:  # stands out from the background
+            return tuple(int(v) for v in color)
+
+
+def novel_frame(rng: np.random.Generator, kind: str, height: int = 64, width: int = 64) -> np.ndarray:
+    """One BGR uint8 frame of a novel class (one of NOVEL_CLASSES)."""
+    if kind not in NOVEL_CLASSES:
+        raise ValueError(f"unknown novel class {kind!r}; expected one of {NOVEL_CLASSES}")
+    background = rng.integers(0, 256, size=3)
+    frame = np.empty((height, width, 3), dtype=np.uint8)
+    frame[:] = background.astype(np.uint8)
+    color = _random_color(rng, background)
+    side = min(height, width)
+    cx, cy = (int(v) for v in (rng.uniform(0.35, 0.65) * width, rng.uniform(0.35, 0.65) * height))
+    radius = int(rng.uniform(0.2, 0.35) * side)
+    angle = rng.uniform(0, 2 * np.pi)
+    thick = max(1, side // 12)
+    aa = cv2.LINE_AA
+
+    def polygon(points: int, inner: float | None = None) -> np.ndarray:
+        corners = []
+        for i in range(points * (2 if inner else 1)):
+            r = radius if (inner is None or i % 2 == 0) else radius * inner
+            a = angle + i * np.pi * 2 / (points * (2 if inner else 1))
+            corners.append((cx + r * np.cos(a), cy + r * np.sin(a)))
+        return np.array(corners, dtype=np.int32)
+
+    if kind == "circle":
+        cv2.circle(frame, (cx, cy), radius, color, -1, aa)
+    elif kind == "ring":
+        cv2.circle(frame, (cx, cy), radius, color, thick, aa)
+    elif kind == "square":
+        cv2.fillPoly(frame, [polygon(4)], color, aa)
+    elif kind == "triangle":
+        cv2.fillPoly(frame, [polygon(3)], color, aa)
+    elif kind == "star":
+        cv2.fillPoly(frame, [polygon(5, inner=0.4)], color, aa)
+    elif kind == "cross":
+        for a in (angle, angle + np.pi / 2):
+            dx, dy = radius * np.cos(a), radius * np.sin(a)
+            cv2.line(frame, (int(cx - dx), int(cy - dy)), (int(cx + dx), int(cy + dy)), color, thick, aa)
+    else:  # textures over the whole frame
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        period = rng.uniform(0.15, 0.3) * side
+        u = (xs * np.cos(angle) + ys * np.sin(angle)) / period
+        v = (-xs * np.sin(angle) + ys * np.cos(angle)) / period
+        phase = rng.uniform(0, 1, size=2)
+        if kind == "stripes":
+            mask = ((u + phase[0]) % 1.0) < 0.5
+        elif kind == "checker":
+            mask = (np.floor(u + phase[0]) + np.floor(v + phase[1])) % 2 == 0
+        elif kind == "dots":
+            mask = (((u + phase[0]) % 1.0 - 0.5) ** 2 + ((v + phase[1]) % 1.0 - 0.5) ** 2) < 0.09
+        else:  # waves
+            mask = ((u + 0.25 * np.sin(2 * np.pi * (v + phase[1])) + phase[0]) % 1.0) < 0.5
+        frame[mask] = color
+    noise = rng.normal(0, 10, size=frame.shape)
+    return np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8)

@@ -30,6 +30,7 @@ def test_wheel_contains_models_labels_and_entry_point(wheel):
     assert "resnet_edge/_models/README.md" in names
     assert "resnet_edge/labels/imagenet1k.txt" in names and "resnet_edge/labels/cifar10.txt" in names
     assert "gui/assets/sample.png" in names  # the self-test of an installed app classifies it
+    assert "resnet_edge/commands/teach.py" in names and "gui/widgets/teach.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "resnet-edge = resnet_edge.cli:main" in text
