@@ -71,7 +71,7 @@ def _looks_secret(segment: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its secrets masked: the password in userinfo, secret-looking query values (token, key,
+    """The URL with its secrets masked: the password in userinfo (a user name alone too), secret-looking query values (token, key,
     sig, pwd, ...), and path segments that look like tokens (long hex or base64). Streams often carry
     credentials; logs, the terminal and the app's menus show only this form."""
     try:
@@ -80,7 +80,8 @@ def redact_url(url: str) -> str:
         if "@" in netloc:
             host = netloc.rsplit("@", 1)[1]
             user = parts.username or ""
-            netloc = f"{user}:{_MASK}@{host}" if parts.password is not None else f"{_MASK}@{host}" if _looks_secret(user) else netloc
+            # a user name alone is often the whole credential (https://TOKEN@host/): masked too
+            netloc = f"{user}:{_MASK}@{host}" if parts.password is not None else f"{_MASK}@{host}"
         path = "/".join(_MASK if _looks_secret(segment) else segment for segment in parts.path.split("/"))
         query = parts.query
         if query:
