@@ -438,7 +438,7 @@ class MainWindow(QMainWindow):
                                        QMessageBox.StandardButton.Ok, self)
         self.message_box.open()
 
-    def _on_source_opened(self, description: str) -> None:
+    def _on_source_opened(self, description: str, kind: str = "") -> None:
         self._source_trouble = None
         self.video.set_message(None)
         self.status_labels["source"].setText(description)

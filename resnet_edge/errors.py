@@ -18,3 +18,11 @@ def first_line(error: BaseException) -> str:
     OpenCV) put pages of detail under it that a one-line report cannot carry."""
     text = str(error).strip()
     return text.splitlines()[0] if text else ""
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for the user: our own errors carry their message, others get their type too."""
+    text = first_line(error)
+    if isinstance(error, UserError):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -71,10 +71,14 @@ def top_k(logits: np.ndarray, labels: Sequence[str], k: int = 5) -> list[Predict
     return results
 
 
-def _session_options(threads: int | None, settings: dict):
+def _session_options(threads: int | None, settings: dict, spinning: bool = True):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if not spinning:
+        # a live source leaves the model idle ~30 ms between frames: spinning pool threads would burn a core waiting
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
@@ -93,8 +97,10 @@ class Classifier:
     _one_at_a_time = False  # set by _validate_graph for models whose batch axis is fixed at 1
 
     def __init__(self, model_bytes: bytes, summary: OnnxSummary, contract: ModelContract,
-                 provider: str = "auto", threads: int | None = None, quiet: bool = False) -> None:
+                 provider: str = "auto", threads: int | None = None, quiet: bool = False,
+                 spinning: bool = True) -> None:
         self.path = summary.path
+        self.spinning = spinning  # False for live sources (camera, the app): ORT's threads sleep between frames
         self.summary = summary
         self.contract = contract
         self.threads = threads
@@ -119,12 +125,12 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike, provider: str = "auto", threads: int | None = None,
-             contract: ModelContract | None = None, quiet: bool = False) -> "Classifier":
+             contract: ModelContract | None = None, quiet: bool = False, spinning: bool = True) -> "Classifier":
         """Load and vet a model file. ``contract`` overrides (or stands in for) the file's metadata."""
         data, summary = read_model_file(path)
         if contract is None:
             contract = ModelContract.from_props(summary.metadata, source=str(path))
-        return cls(data, summary, contract, provider, threads, quiet)
+        return cls(data, summary, contract, provider, threads, quiet, spinning)
 
     def _validate_graph(self) -> None:
         inputs = self.summary.inputs
@@ -157,7 +163,7 @@ class Classifier:
     def _make_session(self, model_bytes: bytes):
         import onnxruntime as ort
 
-        options = _session_options(self.threads, self.plan.session_settings)
+        options = _session_options(self.threads, self.plan.session_settings, self.spinning)
         try:
             return ort.InferenceSession(model_bytes, sess_options=options, providers=self.plan.providers)
         except Exception as error:  # ORT raises its own exception types (Fail, InvalidGraph, NotImplemented...)
