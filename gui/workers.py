@@ -14,6 +14,7 @@ ModelProbeWorker loads a model the user picked in a child process before the inf
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 
+from resnet_edge.cam import CamUnavailable, ClassifierHead, class_activation_map, last_stage_features, read_head
 from resnet_edge.capture import (LIVE_KINDS, Backoff, CapturedFrame, CaptureEvents, CaptureLoop, CapturePolicy,
                                  LatestFrame, pace_fps)
 from resnet_edge.errors import UserError
@@ -75,10 +77,14 @@ class RateMeter:
 # --- sources ---------------------------------------------------------------------------------------
 
 
-def source_factory(spec: str, camera: Callable[[int], FrameSource] = VideoSource) -> SourceFactory:
+def source_factory(spec: str, camera: Callable[[int], FrameSource] = VideoSource,
+                   resolution: tuple[int, int] | None = None) -> SourceFactory:
     """``auto`` (camera 0 if it opens, else demo) | ``demo`` | camera index | image | folder | video file.
 
-    Each factory says with ``.live`` whether a failed open is worth retrying (a camera) or not (a file)."""
+    Each factory says with ``.live`` whether a failed open is worth retrying (a camera) or not (a file).
+    ``resolution`` (width, height) is asked of a camera when it opens."""
+    if resolution is not None and camera is VideoSource:
+        camera = lambda index: VideoSource(index, resolution=resolution)  # noqa: E731
     if spec == "auto":
         chosen: list[SourceFactory] = []
 
@@ -219,6 +225,10 @@ class ModelInfo:
     has_probes: bool
     labels: list[str]
     warnings: list[str] = field(default_factory=list)
+    resize_policy: str = "center_crop"  # the policy in the model's metadata
+    extra: dict = field(default_factory=dict)  # the model's other metadata (a taught model's threshold...)
+    cam_note: str | None = None  # why this model has no class activation map (None: it has one)
+    preprocess: object = None  # the model's PreprocessSpec as loaded (input size, crop ratio, its own policy)
 
 
 @dataclass
@@ -228,6 +238,8 @@ class InferenceResult:
     latency_ms: float  # this run: classify, or probe on a probed frame
     blocks: list[BlockActivation] | None  # x_l and F(x_l) per block on probed frames (~4 Hz), else None
     model: ModelInfo
+    cam: np.ndarray | None = None  # on probed frames: the class activation map (H, W) of the top class
+    resize_policy: str = ""  # how this frame was brought to the model's input (the policy chosen live)
 
 
 class InferenceWorker(QThread):
@@ -239,7 +251,8 @@ class InferenceWorker(QThread):
     failed = Signal(str)  # a frame the model could not run on
 
     def __init__(self, slot: LatestFrame, *, probe_interval: float = 0.25, threads: int | None = None,
-                 loader: Callable[..., Classifier] = Classifier.load, parent: QObject | None = None) -> None:
+                 loader: Callable[..., Classifier] = Classifier.load, spinning: bool = False,
+                 parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("inference")
         self.slot = slot
@@ -254,6 +267,10 @@ class InferenceWorker(QThread):
         self.results = 0
         self.dropped = 0  # frames overwritten in the slot before the model got to them
         self.probing = True
+        self.spinning = spinning
+        self.cam_ms = 0.0  # the last class activation map's cost, on top of its probe run
+        self._head: ClassifierHead | None = None  # the model's final linear layer, for the CAM
+        self._policy: str | None = None  # resize policy chosen in the app (None: the model's own)
         self._lock = threading.Lock()
         self._request: tuple[Path, str] | None = None
         self._stopping = threading.Event()
@@ -264,6 +281,10 @@ class InferenceWorker(QThread):
         with self._lock:
             self._request = (Path(path), provider)
         self.slot.wake()
+
+    def set_resize_policy(self, policy: str | None) -> None:
+        """How frames are brought to the model's input from the next frame on (None: the model's own)."""
+        self._policy = policy
 
     def stop(self) -> None:
         self._stopping.set()
@@ -293,7 +314,12 @@ class InferenceWorker(QThread):
         classifier, model = self.classifier, self.model
         now = time.monotonic()
         probe = self.probing and classifier.has_probes and now >= next_probe
+        cam = None
         try:
+            policy = self._policy or model.resize_policy
+            spec = getattr(classifier.contract, "preprocess", None)
+            if spec is not None and spec.resize_policy != policy:
+                classifier.contract.preprocess = dataclasses.replace(spec, resize_policy=policy)
             start = time.perf_counter()
             if probe:  # the probed session also gives the prediction: no second run for this frame
                 prediction, blocks = classifier.probe(frame.image)
@@ -301,6 +327,14 @@ class InferenceWorker(QThread):
             else:
                 prediction, blocks = classifier.classify(frame.image)[0], None
             elapsed_ms = (time.perf_counter() - start) * 1000
+            if blocks is not None and self._head is not None and prediction.finite:
+                cam_start = time.perf_counter()  # rides on the probe run: a dot product over the last features
+                try:
+                    cam = class_activation_map(last_stage_features(blocks, classifier.contract), self._head,
+                                               prediction.top[0][1])
+                except CamUnavailable:
+                    self._head = None  # this model's structure gives none: do not try on every probe
+                self.cam_ms = (time.perf_counter() - cam_start) * 1000
         except Exception as error:  # a frame the model cannot take must not stop the worker
             message = describe_error(error)
             if message != self._last_error:  # say it once, not thirty times a second
@@ -314,20 +348,34 @@ class InferenceWorker(QThread):
             self.latency_ms = elapsed_ms if not self.latency_ms else 0.9 * self.latency_ms + 0.1 * elapsed_ms
         self.results += 1
         self.meter.tick()
-        self.resultReady.emit(InferenceResult(frame, prediction, elapsed_ms, blocks, model))
+        self.resultReady.emit(InferenceResult(frame, prediction, elapsed_ms, blocks, model, cam, policy))
         return next_probe
 
     def _load(self, path: Path, provider: str) -> bool:
         try:
             # spinning off: between a live source's frames ORT's idle threads would otherwise busy-wait a core away
-            classifier = self.loader(path, provider=provider, threads=self.threads, quiet=True, spinning=False)
+            classifier = self.loader(path, provider=provider, threads=self.threads, quiet=True, spinning=self.spinning)
         except Exception as error:  # UserError for bad files; anything else still must not kill the worker
             self.modelFailed.emit(describe_error(error))
             return False
         contract = classifier.contract
+        head, cam_note = None, None
+        if classifier.has_probes:
+            try:
+                head = read_head(Path(path).read_bytes(), contract.output_name)
+                if head.weight.shape[0] != len(contract.labels):
+                    head, cam_note = None, "the final layer's size does not match the labels"
+            except CamUnavailable as error:
+                cam_note = str(error)
+            except Exception as error:  # a file the CAM reader does not understand: no map, the model still runs
+                cam_note = describe_error(error)
+        else:
+            cam_note = "the model has no block probes (export it with --probes)"
         info = ModelInfo(Path(path), provider, classifier.provider, contract.precision, contract.arch,
-                         classifier.has_probes, list(contract.labels), list(classifier.warnings))
-        self.classifier, self.model = classifier, info
+                         classifier.has_probes, list(contract.labels), list(classifier.warnings),
+                         getattr(getattr(contract, "preprocess", None), "resize_policy", "center_crop"),
+                         dict(getattr(contract, "extra", {})), cam_note, getattr(contract, "preprocess", None))
+        self.classifier, self.model, self._head = classifier, info, head
         self.latency_ms = 0.0
         self.modelLoaded.emit(info)
         return True

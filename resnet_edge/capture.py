@@ -222,6 +222,7 @@ class CaptureLoop:
         self.last_frame_time = 0.0  # time.monotonic() of the last published frame
         self.retrying = False  # in a back-off wait (no frames expected meanwhile)
         self.failure: str | None = None  # why the last source was given up, until another one opens
+        self.mirror = False  # flip camera frames left-right (a webcam facing the user), before anyone sees them
         self.troubles: deque[tuple[str, float]] = deque(maxlen=50)  # recent (message, retry delay), newest last
         self.notices: deque[str] = deque(maxlen=50)  # recent notices, newest last
         self._lock = threading.Lock()
@@ -416,10 +417,11 @@ class CaptureLoop:
                     self.events.notice(message)
                 if self._paused:
                     continue  # keep reading so the camera's buffer stays fresh, publish nothing
+            image = frame.image[:, ::-1] if self.mirror and live else frame.image
             delivered = True
             self._failures = 0
             self._seq += 1
-            captured = CapturedFrame(self._seq, frame.id, np.ascontiguousarray(frame.image), now, source.kind, self.opens)
+            captured = CapturedFrame(self._seq, frame.id, np.ascontiguousarray(image), now, source.kind, self.opens)
             self.slot.put(captured)
             self.events.published(captured)
             self.frames += 1

@@ -212,7 +212,10 @@ def _run_classify(args: argparse.Namespace) -> int:
         from .metadata import ModelContract
 
         contract = ModelContract.from_props(summary.metadata, source=str(path))
-    classifier = Classifier(data, summary, contract, provider=args.provider, threads=args.threads)
+    from .sources import is_stream
+
+    live = args.source.isdigit() or is_stream(args.source)  # frames come at the camera's pace: ORT must not spin
+    classifier = Classifier(data, summary, contract, provider=args.provider, threads=args.threads, spinning=not live)
     # a camera or stream that fails, freezes or blocks is reported and reopened with back-off (sources.LiveSource)
     source = open_source(args.source, max_frames=args.max_frames, report=warn, max_retries=args.max_retries)
     out = sys.stdout

@@ -113,7 +113,8 @@ def redact_url(url: str) -> str:
 class VideoSource(FrameSource):
     """A video file (OpenCV's FFmpeg backend), a camera index or a network stream URL."""
 
-    def __init__(self, target: str | int, max_frames: int | None = None) -> None:
+    def __init__(self, target: str | int, max_frames: int | None = None,
+                 resolution: tuple[int, int] | None = None) -> None:
         self.target = target
         self.max_frames = max_frames
         stream = isinstance(target, str) and is_stream(target)
@@ -127,6 +128,9 @@ class VideoSource(FrameSource):
             if stream:
                 raise UserError(f"{name}: the stream did not open (wrong address, or the server is down)")
             raise UserError(f"{target}: not a video file OpenCV can open")
+        if resolution is not None and isinstance(target, int):  # a request: the driver picks its nearest mode
+            self.capture.set(cv2.CAP_PROP_FRAME_WIDTH, resolution[0])
+            self.capture.set(cv2.CAP_PROP_FRAME_HEIGHT, resolution[1])
         self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 0.0
         self.description = name
 

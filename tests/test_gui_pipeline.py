@@ -56,10 +56,11 @@ def test_verdicts_fail_when_targets_are_missed():
         "frames": {"requested": 2000, "offered": 2000, "displayed": 1990},
         "latency_ms": {"p99": 120.0}, "stall_ms": {"ticks": 100, "max": 51.0},
         "rss_mb": {"growth": 1.0, "second_half_slope_mb_per_1000_frames": 0.8},
+        "cpu": {"percent_of_one_core": 40.0},
     }
     assert bench.verdicts(result) == {"source_fps": "PASS", "all_frames_displayed": "FAIL",
                                       "displayed_fps": "FAIL", "latency_p99": "FAIL", "max_stall": "FAIL",
-                                      "rss_flat": "FAIL"}
+                                      "rss_flat": "FAIL", "cpu": "FAIL"}
     result["rss_mb"] = {"growth": 6.0, "second_half_slope_mb_per_1000_frames": 0.1}  # a start-up step too large
     assert bench.verdicts(result)["rss_flat"] == "FAIL"
     result["rss_mb"]["growth"] = 2.0
