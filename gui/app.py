@@ -54,6 +54,7 @@ DISPLAY_POLL_MS = 10  # how often the UI looks for a new frame to show (it repai
 PRECISIONS = ("fp32", "int8")
 SETTINGS_ENV = "RESNET_EDGE_SETTINGS"  # an .ini file to keep the app's settings in instead of the user's
 WANTED_SIZE = QSize(1400, 900)  # the window's size where the screen has room for it
+CAM_SIDE = 160  # the activation map overlay's longest side in pixels (the painter scales it to the video)
 SCREEN_SHARE = 0.92  # at most this share of the available screen (the rest: the desktop around it)
 POLICY_NAMES = {"center_crop": "centre crop (square)", "letterbox": "whole frame, letterboxed",
                 "stretch": "whole frame, stretched"}
@@ -488,7 +489,6 @@ class MainWindow(QMainWindow):
         frame_extra = self.frameGeometry().size() - self.geometry().size()  # title bar and borders, once shown
         room = QRect(available.topLeft(), available.size() - frame_extra)
         target = fit_rect(room, wanted, 1.0 if keep_size else SCREEN_SHARE)
-        self.setMinimumSize(min(self.minimumWidth(), target.width()), min(self.minimumHeight(), target.height()))
         self.resize(target.size())
         self.move(target.topLeft())
 
@@ -754,7 +754,9 @@ class MainWindow(QMainWindow):
             return
         height, width = result.frame.image.shape[:2]
         spec = dataclasses.replace(spec, resize_policy=result.resize_policy or spec.resize_policy)
-        heat, _region = cam_on_region(result.cam, spec, height, width)
+        # a small map, scaled smoothly by the painter: blending a frame-sized overlay 30 times a second costs CPU
+        shrink = min(1.0, CAM_SIDE / max(height, width))
+        heat, _region = cam_on_region(result.cam, spec, max(1, round(height * shrink)), max(1, round(width * shrink)))
         self.video.set_cam(heat, self.cam_opacity.value() / 100.0)
 
     def _spec(self):
@@ -853,6 +855,7 @@ class MainWindow(QMainWindow):
         self._set_folder_controls(kind == "folder")
         if self.source_spec == "auto" and kind == "demo" and self._auto_note is None:
             self._auto_note = "no camera found: showing the demo (pick a video, an image or a folder, or Rescan cameras)"
+            self.video.set_caption(self._auto_note)
             self.statusBar().showMessage(self._auto_note, 20000)
         self._rebuild_source_combo(kind)
         if self._scan_pending:
@@ -899,7 +902,9 @@ class MainWindow(QMainWindow):
             self.video.set_frame(frame.image)
             if self.working_spec != self.source_spec:
                 self.working_spec = self.source_spec  # it delivered: a later failure comes back here
-            self.video.set_caption(frame.id if frame.kind in STILL_KINDS else None)
+            self._set_folder_controls(frame.kind == "folder")
+            self.video.set_caption(frame.id if frame.kind in STILL_KINDS else
+                                   self._auto_note if frame.kind == "demo" and self.source_spec == "auto" else None)
             if frame.image.shape[:2] != self._frame_shape:
                 self._frame_shape = frame.image.shape[:2]
                 self._update_region()

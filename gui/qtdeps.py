@@ -11,6 +11,7 @@ them, so the app (and scripts/run-app.sh) can say so and exit 2 instead.
 from __future__ import annotations
 
 import ctypes.util
+import functools
 import os
 import shutil
 import subprocess
@@ -54,13 +55,18 @@ def ldconfig_names() -> set[str]:
     return {line.split()[0] for line in listing.splitlines()[1:] if line.strip()}
 
 
+@functools.lru_cache(maxsize=1)
+def _cached_ldconfig_names() -> frozenset[str]:
+    return frozenset(ldconfig_names())
+
+
 def default_finder(name: str) -> str | None:
     """ctypes' search (ldconfig, gcc, ld), then the cache listing: the library's file name, or None."""
     found = ctypes.util.find_library(name)
     if found:
         return found
     prefix = f"lib{name}.so"
-    return next((entry for entry in sorted(ldconfig_names()) if entry.startswith(prefix)), None)
+    return next((entry for entry in sorted(_cached_ldconfig_names()) if entry.startswith(prefix)), None)
 
 
 def missing_system_libs(finder: Finder = default_finder, libs: Sequence[SystemLib] = XCB_LIBS) -> list[SystemLib]:
@@ -73,13 +79,15 @@ def package_manager(which: Callable[[str], "str | None"] = shutil.which) -> str 
     return next((tool for tool in ("apt-get", "dnf", "yum") if which(tool)), None)
 
 
-def install_command(missing: Sequence[SystemLib], manager: str | None) -> str:
+def install_command(missing: Sequence[SystemLib], manager: str | None, root: bool | None = None) -> str:
     """The one command that installs ``missing`` with ``manager`` (apt-get's names when unknown)."""
+    root = (hasattr(os, "geteuid") and os.geteuid() == 0) if root is None else root
+    sudo = "" if root else "sudo "
     if manager in ("dnf", "yum"):
         packages = sorted({lib.dnf for lib in missing})
-        return f"sudo {manager} install -y {' '.join(packages)}"
+        return f"{sudo}{manager} install -y {' '.join(packages)}"
     packages = sorted({lib.apt for lib in missing})
-    return f"sudo apt-get install -y {' '.join(packages)}"
+    return f"{sudo}apt-get install -y {' '.join(packages)}"
 
 
 def needs_xcb(platform: str | None = None, environ: dict | None = None) -> bool:
@@ -94,12 +102,11 @@ def needs_xcb(platform: str | None = None, environ: dict | None = None) -> bool:
     return not environ.get("WAYLAND_DISPLAY")  # Qt 6 prefers wayland where a compositor runs
 
 
-def check_qt_system_libs(finder: Finder = default_finder, manager: str | None = None,
-                         out=None) -> int:
+def check_qt_system_libs(finder: Finder | None = None, manager: str | None = None, out=None) -> int:
     """0 if Qt's xcb plugin will find its libraries (or is not used); else print what is missing, return 2."""
     if not needs_xcb():
         return 0
-    missing = missing_system_libs(finder)
+    missing = missing_system_libs(finder or default_finder)
     if not missing:
         return 0
     out = out or sys.stderr

@@ -16,7 +16,9 @@ W, b are the final Gemm/MatMul's initializers in the ONNX file. No extra model r
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import cv2
@@ -306,3 +308,37 @@ def overlay_cam(frame: np.ndarray, cam: np.ndarray, spec: PreprocessSpec, opacit
     if box:
         cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), (255, 255, 255), max(1, min(image.shape[:2]) // 200))
     return image
+
+
+# --- the command line's overlays ---------------------------------------------------------------------
+
+
+class CamWriter:
+    """``classify --cam DIR``: per frame, DIR/<frame>.png with the class activation map of the top class over
+    the region the model sees (boxed). Runs the model's probed session (one more run per frame)."""
+
+    def __init__(self, classifier, folder: str | os.PathLike, opacity: float = 0.5, force: bool = False) -> None:
+        if not classifier.has_probes:
+            raise UserError(f"{classifier.path}: --cam needs the block probes (export the model with --probes)")
+        self.classifier, self.folder, self.opacity, self.force = classifier, Path(folder), opacity, force
+        self.head = read_head(classifier._model_bytes, classifier.output_name)
+        self.written: list[Path] = []
+
+    def write(self, frame_id: str, image: np.ndarray) -> Path:
+        from .atomicio import write_bytes_atomic
+
+        prediction, blocks = self.classifier.probe(image)
+        cam = class_activation_map(last_stage_features(blocks, self.classifier.contract), self.head,
+                                   prediction.top[0][1]) if prediction.finite else np.zeros((1, 1), np.float32)
+        overlay = overlay_cam(image, cam, self.classifier.contract.preprocess, self.opacity)
+        ok, encoded = cv2.imencode(".png", overlay)
+        if not ok:
+            raise UserError(f"could not encode the overlay of {frame_id}")
+        stem = Path(frame_id).with_suffix("")
+        stem = Path(stem.name) if stem.is_absolute() or ".." in stem.parts else stem  # an image given by its path
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem.as_posix())
+        target = self.folder / f"{name}.cam.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(target, encoded.tobytes(), force=self.force)  # a clash without --force: one line, exit 2
+        self.written.append(target)
+        return target

@@ -187,6 +187,9 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
                    help="camera or stream: give up (exit 1) after N failed reconnects in a row (default: keep trying, "
                         "waiting 0.5, 1, 2... up to 8 s between tries)")
     p.add_argument("--json", action="store_true", help="one JSON object per frame on stdout; summary on stderr")
+    p.add_argument("--cam", metavar="DIR", help="also write each frame with the class activation map of its top class "
+                                                "over the region the model sees, as DIR/<frame>.cam.png (needs --probes)")
+    p.add_argument("--force", action="store_true", help="with --cam: overwrite overlays that exist")
     _add_preprocess_flags(p, for_models_without_metadata=True)
     p.set_defaults(run=_run_classify)
 
@@ -216,6 +219,9 @@ def _run_classify(args: argparse.Namespace) -> int:
 
     live = args.source.isdigit() or is_stream(args.source)  # frames come at the camera's pace: ORT must not spin
     classifier = Classifier(data, summary, contract, provider=args.provider, threads=args.threads, spinning=not live)
+    from .cam import CamWriter  # LEAD: moves into commands/classify.py with the rest of classify
+
+    cam_writer = CamWriter(classifier, args.cam, force=args.force) if args.cam else None
     # a camera or stream that fails, freezes or blocks is reported and reopened with back-off (sources.LiveSource)
     source = open_source(args.source, max_frames=args.max_frames, report=warn, max_retries=args.max_retries)
     out = sys.stdout
@@ -231,6 +237,8 @@ def _run_classify(args: argparse.Namespace) -> int:
         predictions = classifier.classify([frame.image for frame in batch], k=args.top_k)
         inference_seconds += time.perf_counter() - t0
         for frame, prediction in zip(batch, predictions):
+            if cam_writer is not None:
+                cam_writer.write(frame.id, frame.image)
             frames += 1
             invalid += not prediction.finite
             if args.json:

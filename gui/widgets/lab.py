@@ -17,7 +17,8 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QThread, Signal
 from PySide6.QtGui import QFont, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
-                               QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSpinBox, QSplitter,
+                               QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSizePolicy,
+                               QSpinBox, QSplitter,
                                QVBoxLayout, QWidget)
 
 from resnet_edge.lab.narrow import NarrowCancelled, NarrowConfig, format_summary, run_narrow, write_narrow
@@ -105,6 +106,8 @@ class LabTab(QWidget):
 
         self.folder_label = QLabel()
         self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # a long path must not widen the window past a small screen: clipped, the whole path in the tooltip
+        self.folder_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         choose = QPushButton("Choose folder…")
         choose.clicked.connect(self._choose_folder)
         reload_button = QPushButton("Reload")
@@ -192,6 +195,7 @@ class LabTab(QWidget):
     def set_folder(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.folder_label.setText(str(self.folder))
+        self.folder_label.setToolTip(str(self.folder))
         self.reload()
 
     def figures(self) -> list[Path]:
