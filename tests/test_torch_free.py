@@ -27,7 +27,8 @@ def test_runtime_modules_import_without_torch():
     result = _run("""
 import resnet_edge, resnet_edge.runtime, resnet_edge.preprocess, resnet_edge.providers, resnet_edge.sources
 import resnet_edge.metadata, resnet_edge.onnxfile, resnet_edge.cli, resnet_edge.modelzoo, resnet_edge.images
-import gui, gui.workers, gui.outputs
+import resnet_edge.capture, resnet_edge.cam
+import gui, gui.workers, gui.outputs, gui.app, gui.confidence, gui.qtdeps
 assert "torch" not in sys.modules, "torch was imported"
 print("ok")
 """)

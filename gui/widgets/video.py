@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import sys
+
+import cv2
 import numpy as np
-from PySide6.QtCore import QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent, QPen
+from PySide6.QtCore import QRect, QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from .colormap import bgr_to_qimage, make_lut, rgba_to_qimage
@@ -43,7 +46,9 @@ class VideoView(QWidget):
         self.cam: np.ndarray | None = None  # 0..1 over the region, at the region's resolution or coarser
         self.cam_opacity = 0.5
         self._cam_image: QImage | None = None
+        self._cam_scaled: QImage | None = None  # _cam_image at its on-screen size: scaled 4 times a second, not 30
         self.paused = False
+        self.smooth = False  # always scale the frame smoothly (snapshots for docs); else only when enlarging
         self.frames_shown = 0
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(200, 150)
@@ -52,7 +57,15 @@ class VideoView(QWidget):
         return QSize(640, 480)
 
     def set_frame(self, frame: np.ndarray) -> None:
-        self.image = bgr_to_qimage(frame)
+        if frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8 and sys.byteorder == "little":
+            # BGRA bytes are Qt's RGB32 on little-endian machines: drawn as a plain blit, where a BGR888 image
+            # is converted (in Qt's thread pool) on every paint
+            bgra = cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA)
+            height, width = frame.shape[:2]
+            self._pixels = bgra  # the QImage below borrows this buffer
+            self.image = QImage(bgra.data, width, height, 4 * width, QImage.Format.Format_RGB32)
+        else:
+            self.image = bgr_to_qimage(frame)
         self.frame_size = (int(frame.shape[0]), int(frame.shape[1]))
         self.frames_shown += 1
         self.update()
@@ -60,7 +73,8 @@ class VideoView(QWidget):
     def set_prediction(self, prediction: Any) -> None:
         """None clears the label (no model, or the source is not delivering: never a stale prediction)."""
         self.prediction = prediction
-        self.update()
+        # a prediction lands a few ms after its frame was painted: repaint only the label's band, not the frame
+        self.update(0, 0, self.width(), int(max(10.0, min(22.0, self.height() / 22)) * 2.2) + 24)
 
     def set_message(self, message: str | None) -> None:
         if message != self.message:
@@ -87,6 +101,7 @@ class VideoView(QWidget):
             self.cam_opacity = opacity
         self.cam = heat
         self._cam_image = None if heat is None else rgba_to_qimage(cam_rgba(heat, self.cam_opacity))
+        self._cam_scaled = None
         self.update()
 
     # --- geometry ---------------------------------------------------------------------------------
@@ -113,17 +128,24 @@ class VideoView(QWidget):
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(24, 24, 24))
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         if self.image is not None:
-            painter.drawImage(self.image_rect(), self.image)
+            target = self.image_rect()
+            # smooth (bilinear) scaling of every frame costs Qt's thread pool ~10% of a core at 30 fps; a live
+            # frame shown near its own size looks the same without it, a small picture blown up needs it
+            upscaled = target.width() > 1.5 * self.image.width()
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, upscaled or self.smooth)
+            painter.drawImage(target, self.image)
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
             region = self.region_rect()
             if region is not None and self._cam_image is not None:
-                painter.drawImage(region, self._cam_image)
+                size = region.toRect().size()
+                if self._cam_scaled is None or self._cam_scaled.size() != size:
+                    self._cam_scaled = self._cam_image.scaled(size, Qt.AspectRatioMode.IgnoreAspectRatio,
+                                                              Qt.TransformationMode.SmoothTransformation)
+                painter.drawImage(region.toRect().topLeft(), self._cam_scaled)
             if region is not None and self.show_region:
-                painter.setBrush(Qt.BrushStyle.NoBrush)
-                painter.setPen(QPen(QColor(255, 255, 255, 220), 2, Qt.PenStyle.DashLine))
-                painter.drawRect(region.adjusted(1, 1, -1, -1))
+                self._draw_box(painter, region.toRect())
         else:
             painter.setPen(QColor(170, 170, 170))
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "waiting for frames…")
@@ -135,6 +157,16 @@ class VideoView(QWidget):
         if self.message:
             self._draw_banner(painter, self.message)
         painter.end()
+
+    @staticmethod
+    def _draw_box(painter: QPainter, box: QRect) -> None:
+        """The crop box: a white line with dark edges, as filled strips (stroking a pen cost more than the frame)."""
+        for inset, thickness, colour in ((0, 4, QColor(0, 0, 0)), (1, 2, QColor(255, 255, 255))):
+            outer = box.adjusted(inset, inset, -inset, -inset)
+            left, top, width, height = outer.left(), outer.top(), outer.width(), outer.height()
+            for strip in (QRect(left, top, width, thickness), QRect(left, top + height - thickness, width, thickness),
+                          QRect(left, top, thickness, height), QRect(left + width - thickness, top, thickness, height)):
+                painter.fillRect(strip, colour)
 
     def prediction_text(self) -> str | None:
         """The label drawn over the video (None: nothing drawn)."""
