@@ -383,7 +383,7 @@ class MainWindow(QMainWindow):
         self.bottom.addWidget(grid_box)
         self.bottom.setStretchFactor(0, 3)
         self.bottom.setStretchFactor(1, 1)
-        self.bottom.setSizes([960, 440])
+        self.bottom.setSizes([1050, 350])  # the panel's columns need the width (ResNet-56: 27 of them)
 
         self.live_view = QSplitter(Qt.Orientation.Vertical)
         self.live_view.addWidget(top)
@@ -903,7 +903,7 @@ class MainWindow(QMainWindow):
             if self.working_spec != self.source_spec:
                 self.working_spec = self.source_spec  # it delivered: a later failure comes back here
             self._set_folder_controls(frame.kind == "folder")
-            self.video.set_caption(frame.id if frame.kind in STILL_KINDS else
+            self.video.set_caption(Path(frame.id).name if frame.kind == "image" else frame.id if frame.kind == "folder" else
                                    self._auto_note if frame.kind == "demo" and self.source_spec == "auto" else None)
             if frame.image.shape[:2] != self._frame_shape:
                 self._frame_shape = frame.image.shape[:2]

@@ -6,13 +6,14 @@ Takes a runtime Prediction or a ShownPrediction (gui/confidence.py: smoothed, wi
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt
+from typing import Any
+
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from typing import Any
-
 ROW_HEIGHT = 24
+REPAINT_MS = 100  # bars redrawn at most 10 times a second: 30 repaints a second cost CPU and read no better
 HEADING = 20  # the "not sure" / "sure" line above the bars
 
 
@@ -22,6 +23,7 @@ class TopKBars(QWidget):
         self.k = k
         self.prediction: Any = None
         self.placeholder = "no prediction yet"  # shown without a prediction (e.g. "source not delivering")
+        self._repaint = QTimer(self, singleShot=True, interval=REPAINT_MS, timeout=self.update)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setMinimumHeight(self.k * ROW_HEIGHT + 8 + HEADING)
 
@@ -32,7 +34,10 @@ class TopKBars(QWidget):
         self.prediction = prediction
         if placeholder is not None:
             self.placeholder = placeholder
-        self.update()
+        if prediction is None:
+            self.update()  # a cleared prediction goes at once: never a stale one on screen
+        elif not self._repaint.isActive():
+            self._repaint.start()
 
     @property
     def unsure(self) -> bool:
