@@ -692,13 +692,15 @@ def cpu_model() -> str:
 def format_interleaved(results: list[dict[str, Any]]) -> str:
     """One row per run of --spinning both: CPU and latency, spinning off and on, in the order they ran."""
     head = f"{'run':>3}  {'ORT spinning':<12}  {'CPU % of core':>13}  {'CPU ms/frame':>12}  {'display p99':>11}  " \
-           f"{'prediction p99':>14}  {'load':>5}"
+           f"{'prediction p99':>14}  {'probe / CAM ms':>14}  {'load':>5}"
     lines = [head]
     for index, result in enumerate(results, 1):
         cpu, config = result["cpu"], result["config"]
         lines.append(f"{index:>3}  {'on' if config['ort_spinning'] else 'off':<12}  {cpu['percent_of_one_core']:>13.1f}  "
                      f"{cpu['ms_per_frame']:>12.2f}  {result['latency_ms']['p99']:>9.1f}ms  "
-                     f"{result['prediction_latency_ms']['p99']:>12.1f}ms  {fmt_load(result['load_average']['start']):>5}")
+                     f"{result['prediction_latency_ms']['p99']:>12.1f}ms  "
+                     f"{num_or_dash(result.get('probe_ms')):>6} / {num_or_dash(result.get('cam_ms'), 3):<5}  "
+                     f"{fmt_load(result['load_average']['start']):>5}")
     for mode in (False, True):
         runs = [r for r in results if r["config"]["ort_spinning"] == mode]
         if runs:
@@ -708,6 +710,10 @@ def format_interleaved(results: list[dict[str, Any]]) -> str:
             lines.append(f"median, spinning {'on' if mode else 'off'}: CPU {cpu:.1f}% of one core, display p99 {p99:.1f} ms, "
                          f"prediction p99 {pred:.1f} ms ({len(runs)} runs)")
     return "\n".join(lines)
+
+
+def num_or_dash(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def fmt_load(load: Any) -> str:
