@@ -492,10 +492,6 @@ class MainWindow(QMainWindow):
         self.resize(target.size())
         self.move(target.topLeft())
 
-    def minimumSizeHint(self) -> QSize:
-        # the Live tab scrolls below its own minimum, so the window may go as small as a 200 %-scaled laptop
-        return QSize(480, 320)
-
     # --- public controls --------------------------------------------------------------------------
 
     def open_model(self, path: str | Path) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 
 from resnet_edge.cam import CamUnavailable, ClassifierHead, class_activation_map, last_stage_features, read_head
-from resnet_edge.capture import (LIVE_KINDS, Backoff, CapturedFrame, CaptureEvents, CaptureLoop, CapturePolicy,
+from resnet_edge.capture import (LIVE_KINDS, Backoff, CapturedFrame, CaptureEvents, CaptureLoop, CapturePolicy,  # noqa: F401 - LIVE_KINDS, Backoff re-exported
                                  LatestFrame, pace_fps)
 from resnet_edge.errors import UserError
 from resnet_edge.errors import describe_error as describe_error  # re-exported: the app's one-line error text

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from resnet_edge.capture import CaptureEvents, CaptureLoop, CapturePolicy, LatestFrame
 from resnet_edge.errors import UserError
 from resnet_edge.sources import DemoSource, FolderSource, Frame, FrameSource
@@ -167,3 +168,49 @@ def test_app_factories_say_whether_a_failed_open_is_retried(spec_live):
 
     spec, live = spec_live
     assert source_factory(spec).live is live
+
+
+def test_live_paths_switch_ort_spinning_off(monkeypatch, capsys):
+    """A camera's frames come at its pace: ORT's pool must sleep between them, not spin (issue 23)."""
+    import cv2
+
+    from resnet_edge import cli
+    from resnet_edge.runtime import Classifier
+
+    classifier = Classifier.load(ROOT / "models" / "cifar10-resnet20.onnx", threads=2, quiet=True, spinning=False)
+    options = classifier.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+
+    made = []
+    real_init = Classifier.__init__
+
+    def recording_init(self, *args, **kwargs):
+        made.append(kwargs.get("spinning", True))
+        real_init(self, *args, **kwargs)
+
+    class Camera:
+        def __init__(self, *args):
+            self.rng = np.random.default_rng(0)
+
+        def isOpened(self):  # noqa: N802 - OpenCV's name
+            return True
+
+        def get(self, prop):
+            return 30.0
+
+        def set(self, prop, value):
+            return True
+
+        def read(self):
+            return True, self.rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(Classifier, "__init__", recording_init)
+    monkeypatch.setattr(cv2, "VideoCapture", Camera)
+    assert cli.main(["classify", "--source", "0", "--max-frames", "2", "--threads", "1", "--provider", "cpu"]) == 0
+    assert cli.main(["classify", "--source", "demo", "--max-frames", "2", "--threads", "1", "--provider", "cpu"]) == 0
+    assert made == [False, True]  # the camera: off; the demo, classified as fast as it goes: on
+    capsys.readouterr()
