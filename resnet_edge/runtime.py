@@ -76,7 +76,7 @@ def _session_options(threads: int | None, settings: dict, spinning: bool = True)
 
     options = ort.SessionOptions()
     if not spinning:
-        # a live source leaves the model idle ~30 ms between frames: spinning pool threads would burn a core waiting
+        # a live source leaves the model idle between frames: spinning pool threads would burn CPU waiting for work
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -131,7 +131,7 @@ class VideoView(QWidget):
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         if self.image is not None:
             target = self.image_rect()
-            # smooth (bilinear) scaling of every frame costs Qt's thread pool ~10% of a core at 30 fps; a live
+            # smooth (bilinear) scaling of every frame keeps Qt's thread pool busy at every paint; a live
             # frame shown near its own size looks the same without it, a small picture blown up needs it
             upscaled = target.width() > 1.5 * self.image.width()
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, upscaled or self.smooth)
