@@ -407,3 +407,29 @@ def test_lab_judges_only_on_enough_seeds(qtbot, tmp_path):
     qtbot.addWidget(tab)
     assert tab.seeds_spin.value() == MIN_SEEDS == 5  # the one-click run uses as many seeds as the CLI
     assert tab.verdict_label.text() == "no run yet"
+
+
+def test_snapshot_from_the_lab_tab_and_dialogs_at_the_last_folder(qtbot, make_window, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    window = make_window()
+    qtbot.waitUntil(lambda: window.video.prediction is not None, timeout=WAIT_MS)
+    window.tabs.setCurrentWidget(window.lab)
+    path = window.snapshot(tmp_path / "shot.png")
+    image = cv2.imread(str(path))
+    assert image.shape[:2] == (window.live_view.height(), window.live_view.width())  # the live view, not the lab
+
+    photo = tmp_path / "pictures" / "p.png"
+    photo.parent.mkdir()
+    cv2.imwrite(str(photo), np.zeros((20, 30, 3), np.uint8))
+    asked = []
+
+    def fake_dialog(parent, title, start, filters):
+        asked.append(start)
+        return str(photo), filters
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(fake_dialog))
+    window._choose_source_file()
+    assert window.source_spec == str(photo)
+    window._choose_source_file()  # the second dialog opens where the first file was
+    assert asked[1] == str(photo.parent)
