@@ -17,7 +17,12 @@ Nothing in the app is changed; the benchmark only observes it:
    capture-to-display latency (to the end of the paint);
  - inference.resultReady (UI thread): when each frame's prediction arrived -> capture-to-prediction latency;
  - a 5 ms precise QTimer: how late it fires is how long the event loop was busy (a fixed histogram);
- - VmRSS from /proc/self/status once a second.
+ - VmRSS from /proc/self/status once a second;
+ - the process's CPU time (user + system, every thread) over the measured window: % of one core and ms per
+   offered frame (target: <= 15% of one core at 30 fps with the default model).
+
+--spinning both runs the app alternately with ONNX Runtime's thread spinning off (as shipped) and on, --rounds
+times each, interleaved in one process so machine load hits both alike, and prints one row per run.
 
 The measured window starts after the model is loaded, a prediction has been shown and --warmup more frames
 have passed. Every buffer the benchmark fills is allocated and touched before then, so its own bookkeeping
@@ -67,6 +72,7 @@ TARGET_LATENCY_P99_MS = 100.0
 TARGET_MAX_STALL_MS = 50.0
 TARGET_RSS_SLOPE_MB_PER_1000 = 0.5  # 5 MB over 10,000 frames, fitted over the second half of the run
 TARGET_RSS_GROWTH_MB = 5.0  # first sample after warm-up -> last
+TARGET_CPU_PERCENT = 15.0  # the whole app process (all threads), % of one core, on a 30 fps source
 RSS_MIN_FRAMES = 1000  # shorter runs report the slope without a verdict
 SOURCE_FPS_TOLERANCE = 0.02  # the harness check: the capture worker really paced at --fps
 STALL_BIN_MS = 0.1
@@ -223,6 +229,8 @@ class PipelineProbe(QObject):
         self.timed_out = False
         self.ready_frames: int | None = None  # capture.frames when the first prediction was on screen
         self.t_start: float | None = None
+        self.cpu_start: float | None = None  # process CPU seconds (all threads) when the measured window began
+        self.cpu_end: float | None = None
         self.t_end: float | None = None
         self.end_deadline: float | None = None
         self.superseded = 0  # frames handed to the widget but replaced before a paint showed them
@@ -358,6 +366,7 @@ class PipelineProbe(QObject):
             return
         if self.t_start is None:
             self.t_start = now
+            self.cpu_start = process_cpu_s()
             self._sample_rss(now)
             self._next_rss, self._next_progress = now + 1.0, now + 10.0
             return
@@ -381,6 +390,7 @@ class PipelineProbe(QObject):
         if self.t_start is not None:
             self._sample_rss(now)
         self.done, self.timed_out, self.t_end = True, timed_out, now
+        self.cpu_end = process_cpu_s()
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
         self.stall_timer.stop()
@@ -416,7 +426,16 @@ class PipelineProbe(QObject):
         late_slope = (fit_slope(rss_frames[half:], rss[half:]) * 1000.0
                       if self.rss_count - half >= 3 and np.ptp(rss_frames[half:]) > 0 else None)
 
+        duration = (self.t_end or time.monotonic()) - (self.t_start or time.monotonic())
+        cpu_s = (self.cpu_end - self.cpu_start) if self.cpu_start is not None and self.cpu_end is not None else None
+        cpu = {"seconds": round(cpu_s, 3) if cpu_s is not None else None,
+               "percent_of_one_core": round(100.0 * cpu_s / duration, 2) if cpu_s is not None and duration > 0 else None,
+               "ms_per_frame": round(1000.0 * cpu_s / n_offered, 3) if cpu_s is not None and n_offered else None}
+        inference = self.window.inference
         return {
+            "cpu": cpu,
+            "cam_ms": round(inference.cam_ms, 3) if getattr(inference, "cam_ms", None) else None,
+            "probe_ms": round(inference.probe_ms, 3) if inference.probe_ms else None,
             "complete": not self.timed_out and n_offered == self.n,
             "duration_s": round((self.t_end or time.monotonic()) - (self.t_start or time.monotonic()), 3),
             "frames": {"requested": self.n, "offered": n_offered, "received_by_widget": received,
@@ -450,6 +469,12 @@ class PipelineProbe(QObject):
             "paint_hook": "paintEvent" if self.paint_calls else "Paint event",
             "load_average": {"start": self.load_start, "end": load_average()},
         }
+
+
+def process_cpu_s() -> float:
+    """CPU seconds this process has used, user + system, all threads together."""
+    times = os.times()
+    return times.user + times.system
 
 
 def load_average() -> list[float] | None:
@@ -491,12 +516,13 @@ def run_benchmark(frames: int = 10000, fps: float = 30.0, model: str | None = No
                   threads: int | None = None, source: str = "video", clip_frames: int = 300,
                   stall_interval_ms: int = 5, provider: str = "auto", display_interval_ms: int | None = None,
                   json_path: str | os.PathLike | None = None, progress: Callable[[str], None] | None = None,
-                  warmup_timeout_s: float = WARMUP_TIMEOUT_S) -> dict[str, Any]:
+                  warmup_timeout_s: float = WARMUP_TIMEOUT_S, spinning: bool = False) -> dict[str, Any]:
     """Run the app on a paced 640x480 source until ``frames`` frames were offered after warm-up; the numbers.
 
     ``source``: "video" (an MJPG .avi of ``clip_frames`` frames, looped by the app) or "synthetic".
     ``display_interval_ms``: an experiment, not the app as shipped: poll the frame slot this often (precise
-    timer) instead of the app's own display timer setting.
+    timer) instead of the app's own display timer setting. ``spinning``: an experiment too, ONNX Runtime's
+    threads spin between frames (the app switches that off).
     """
     if frames < 2:
         raise UserError("--frames must be at least 2")
@@ -514,7 +540,8 @@ def run_benchmark(frames: int = 10000, fps: float = 30.0, model: str | None = No
             raise UserError(f"--source must be video or synthetic, not {source!r}")
         loop = QEventLoop()
         window = MainWindow(model=str(model_path), source=spec, source_factory=factory, provider=provider,
-                            threads=threads, scan_cameras=False, output_dir=Path(tmp) / "out")
+                            threads=threads, scan_cameras=False, output_dir=Path(tmp) / "out", ort_spinning=spinning,
+                            settings=None)
         try:
             if display_interval_ms:
                 window.display_timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -539,7 +566,8 @@ def run_benchmark(frames: int = 10000, fps: float = 30.0, model: str | None = No
                 "qt_platform": app.platformName(), "window": [window.width(), window.height()],
                 "video_widget": [window.video.width(), window.video.height()],
                 "display_timer_ms": window.display_timer.interval(),
-                "display_timer_changed": bool(display_interval_ms), "cpus": os.cpu_count(),
+                "display_timer_changed": bool(display_interval_ms), "cpus": os.cpu_count(), "cpu_model": cpu_model(),
+                "ort_spinning": spinning,
                 "python": platform.python_version(), "machine": platform.machine(),
             }
         finally:
@@ -576,6 +604,8 @@ def verdicts(result: dict[str, Any]) -> dict[str, str]:
         "latency_p99": judge(None if latency["p99"] is None else latency["p99"] < TARGET_LATENCY_P99_MS),
         "max_stall": judge(None if not stalls["ticks"] else stalls["max"] <= TARGET_MAX_STALL_MS),
         "rss_flat": judge(flat),
+        "cpu": judge(None if result.get("cpu", {}).get("percent_of_one_core") is None
+                     else result["cpu"]["percent_of_one_core"] <= TARGET_CPU_PERCENT),
     }
 
 
@@ -620,6 +650,10 @@ def format_table(result: dict[str, Any]) -> str:
         ("capture-to-prediction latency p50/p99",
          f"{num(prediction['p50'], 1)} / {num(prediction['p99'], 1)} ms", "", ""),
         ("frames classified / offered", f"{frames['classified']} / {frames['offered']}", "", ""),
+        ("process CPU, % of one core", f"{num(result['cpu']['percent_of_one_core'], 1)} %",
+         f"<= {TARGET_CPU_PERCENT:g} %", verdict["cpu"]),
+        ("  CPU per offered frame", f"{num(result['cpu']['ms_per_frame'], 2)} ms", "", ""),
+        ("block panel probe run / CAM on it", f"{num(result['probe_ms'], 2)} / {num(result['cam_ms'], 3)} ms", "", ""),
         ("UI: block panel update + paint p99", f"{num(panel_p99, 1)} ms (4 Hz)", "", ""),
         ("UI: longest gc pause", f"{num(max(pauses) if pauses else None, 1)} ms ({collections} collections)", "", ""),
     ]
@@ -631,7 +665,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"gui pipeline: {frames['requested']} frames, {config['size'][0]}x{config['size'][1]} at {fps:g} fps, source {source}",
         f"model {Path(config['model']).name} on {config['provider']}, threads {config['threads'] or 'default'}, "
         f"Qt {config['qt_platform']}, video widget {config['video_widget'][0]}x{config['video_widget'][1]}, "
-        f"{config['cpus']} CPUs, load average {fmt_load(load['start'])} -> {fmt_load(load['end'])}, "
+        f"{config['cpus']} CPUs ({config['cpu_model']}), ORT spinning {'on' if config['ort_spinning'] else 'off'}, load average {fmt_load(load['start'])} -> {fmt_load(load['end'])}, "
         f"{result['duration_s']:.0f} s measured" + ("" if result["complete"] else "  (INCOMPLETE: timed out)")
         + (f"\nEXPERIMENT: the app's display timer was changed to {config['display_timer_ms']} ms (precise)"
            if config.get("display_timer_changed") else ""),
@@ -641,6 +675,45 @@ def format_table(result: dict[str, Any]) -> str:
     lines += [f"{name:<{width}}  {value:<{value_width}}  {target:<{target_width}}  {res}".rstrip()
               for name, value, target, res in rows]
     return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (lscpu's "Model name"), or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def format_interleaved(results: list[dict[str, Any]]) -> str:
+    """One row per run of --spinning both: CPU and latency, spinning off and on, in the order they ran."""
+    head = f"{'run':>3}  {'ORT spinning':<12}  {'CPU % of core':>13}  {'CPU ms/frame':>12}  {'display p99':>11}  " \
+           f"{'prediction p99':>14}  {'probe / CAM ms':>14}  {'load':>5}"
+    lines = [head]
+    for index, result in enumerate(results, 1):
+        cpu, config = result["cpu"], result["config"]
+        lines.append(f"{index:>3}  {'on' if config['ort_spinning'] else 'off':<12}  {cpu['percent_of_one_core']:>13.1f}  "
+                     f"{cpu['ms_per_frame']:>12.2f}  {result['latency_ms']['p99']:>9.1f}ms  "
+                     f"{result['prediction_latency_ms']['p99']:>12.1f}ms  "
+                     f"{num_or_dash(result.get('probe_ms')):>6} / {num_or_dash(result.get('cam_ms'), 3):<5}  "
+                     f"{fmt_load(result['load_average']['start']):>5}")
+    for mode in (False, True):
+        runs = [r for r in results if r["config"]["ort_spinning"] == mode]
+        if runs:
+            cpu = np.median([r["cpu"]["percent_of_one_core"] for r in runs])
+            p99 = np.median([r["latency_ms"]["p99"] for r in runs])
+            pred = np.median([r["prediction_latency_ms"]["p99"] for r in runs])
+            lines.append(f"median, spinning {'on' if mode else 'off'}: CPU {cpu:.1f}% of one core, display p99 {p99:.1f} ms, "
+                         f"prediction p99 {pred:.1f} ms ({len(runs)} runs)")
+    return "\n".join(lines)
+
+
+def num_or_dash(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def fmt_load(load: Any) -> str:
@@ -662,12 +735,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--display-interval-ms", type=int,
                         help="experiment: poll for new frames this often instead of the app's 10 ms display poll")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--spinning", choices=("off", "on", "both"), default="off",
+                        help="ONNX Runtime thread spinning: off (the app as shipped), on, or both interleaved")
+    parser.add_argument("--rounds", type=int, default=3, help="with --spinning both: runs of each (default 3)")
     args = parser.parse_args(argv)
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    if args.spinning == "both":
+        results = []
+        try:
+            for round_index in range(args.rounds):
+                for spinning in (False, True):
+                    if progress:
+                        progress(f"round {round_index + 1}/{args.rounds}, spinning {'on' if spinning else 'off'}")
+                    results.append(run_benchmark(args.frames, args.fps, args.model, warmup_frames=args.warmup,
+                                                 threads=args.threads, source=args.source, clip_frames=args.clip_frames,
+                                                 provider=args.provider, spinning=spinning))
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        config = results[0]["config"]
+        print(f"gui pipeline, spinning off/on interleaved: {args.frames} frames per run at {args.fps:g} fps, "
+              f"model {Path(config['model']).name} on {config['provider']}, {config['cpus']} CPUs ({config['cpu_model']})")
+        print(format_interleaved(results))
+        if args.json:
+            write_bytes_atomic(args.json, (json.dumps(results, indent=2) + "\n").encode(), force=True)
+        return 0
     try:
         result = run_benchmark(args.frames, args.fps, args.model, warmup_frames=args.warmup, threads=args.threads,
                                source=args.source, clip_frames=args.clip_frames, provider=args.provider,
-                               display_interval_ms=args.display_interval_ms, json_path=args.json, progress=progress)
+                               display_interval_ms=args.display_interval_ms, json_path=args.json, progress=progress,
+                               spinning=args.spinning == "on")
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

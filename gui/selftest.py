@@ -145,6 +145,8 @@ def run_self_test(args: argparse.Namespace) -> int:
         window.inference.failed.connect(lambda message: finish(1, f"FAILED: inference: {message}"))
         # the capture thread retries a failing source with back-off: say why, so that a timeout below is explained
         window.capture.trouble.connect(lambda message, wait: say(f"source trouble: {message}"))
+        # a file that cannot be read is said once and never retried (resnet_edge/capture.py): nothing to wait for
+        window.capture.failed.connect(lambda message: finish(1, f"FAILED: source: {message}"))
         watchdog = QTimer(window, singleShot=True, interval=int(args.self_test_timeout * 1000))
         watchdog.timeout.connect(lambda: finish(1, f"FAILED: timed out after {args.self_test_timeout:g} s "
                                                    f"waiting for the {stages[0]} stage ({seen['demo']} demo predictions; "

@@ -5,14 +5,16 @@
 
 A newer frame overwrites an older one nobody has read yet: a slow model drops frames, it never queues
 them. Both workers follow Qt's Mandelbrot example: a request (new source, new model) is kept as "the
-newest request" under a lock and picked up by the loop; stop() sets a flag and wakes the thread, and
-the owner joins it with wait(). Nothing here calls QThread.terminate().
+newest request" under a lock and picked up by the loop. One stop idiom for every worker of the app:
+stop() sets a threading.Event named _stopping and wakes whatever the thread waits on; the owner joins it
+with wait(). Nothing here calls QThread.terminate().
 
 ModelProbeWorker loads a model the user picked in a child process before the inference worker may (probe.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -24,11 +26,13 @@ import cv2
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 
+from resnet_edge.cam import CamUnavailable, ClassifierHead, class_activation_map, last_stage_features, read_head
+from resnet_edge.capture import (LIVE_KINDS, Backoff, CapturedFrame, CaptureEvents, CaptureLoop, CapturePolicy,  # noqa: F401 - LIVE_KINDS, Backoff re-exported
+                                 LatestFrame, pace_fps)
 from resnet_edge.errors import UserError
+from resnet_edge.errors import describe_error as describe_error  # re-exported: the app's one-line error text
 from resnet_edge.runtime import BlockActivation, Classifier, Prediction
-from resnet_edge.sources import (LIVE_KINDS, Backoff, DemoSource, FrameSource, FrameWatch, VideoSource,
-                                 open_source)
-from resnet_edge.sources import describe_error as describe_error  # re-exported: the app's one-line error text
+from resnet_edge.sources import DemoSource, FrameSource, VideoSource, is_stream, open_source
 
 from .probe import PROBE_TIMEOUT_S, PROBED, ProbeCache, ProbeCommand, ProbeOutcome, probe_command, probe_key, run_probe
 
@@ -36,49 +40,7 @@ SourceFactory = Callable[[], FrameSource]  # opens a source; called in the captu
 CAMERA_INDICES = range(5)  # what the camera scan tries
 
 
-# --- the frame slot --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CapturedFrame:
-    seq: int  # 1, 2, 3... for the life of a capture worker, so a reader can tell a new frame from a seen one
-    id: str  # the source's name for it ("frame 12", "demo 3", a file name)
-    image: np.ndarray  # BGR uint8 (H, W, 3); never modified after it is published
-    time: float  # time.monotonic() when it was captured
-
-
-class LatestFrame:
-    """The single slot frames cross threads through: one reference, overwritten by each newer frame."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._frame: CapturedFrame | None = None
-        self._wakes = 0
-
-    def put(self, frame: CapturedFrame) -> None:
-        with self._cond:
-            self._frame = frame
-            self._cond.notify_all()
-
-    def latest(self) -> CapturedFrame | None:
-        with self._cond:
-            return self._frame
-
-    def wait_newer(self, seq: int, timeout: float) -> CapturedFrame | None:
-        """The latest frame if it is newer than ``seq``; waits up to ``timeout`` s or until wake()."""
-        with self._cond:
-            wakes = self._wakes
-            self._cond.wait_for(lambda: self._is_newer(seq) or self._wakes != wakes, timeout)
-            return self._frame if self._is_newer(seq) else None
-
-    def wake(self) -> None:
-        """Release waiters without a frame (a stop or a model request is waiting to be handled)."""
-        with self._cond:
-            self._wakes += 1
-            self._cond.notify_all()
-
-    def _is_newer(self, seq: int) -> bool:
-        return self._frame is not None and self._frame.seq > seq
+# --- the frame slot: resnet_edge.capture's LatestFrame, shared with the CLI --------------------------------
 
 
 class RateMeter:
@@ -115,8 +77,14 @@ class RateMeter:
 # --- sources ---------------------------------------------------------------------------------------
 
 
-def source_factory(spec: str, camera: Callable[[int], FrameSource] = VideoSource) -> SourceFactory:
-    """``auto`` (camera 0 if it opens, else demo) | ``demo`` | camera index | image | folder | video file."""
+def source_factory(spec: str, camera: Callable[[int], FrameSource] = VideoSource,
+                   resolution: tuple[int, int] | None = None) -> SourceFactory:
+    """``auto`` (camera 0 if it opens, else demo) | ``demo`` | camera index | image | folder | video file.
+
+    Each factory says with ``.live`` whether a failed open is worth retrying (a camera) or not (a file).
+    ``resolution`` (width, height) is asked of a camera when it opens."""
+    if resolution is not None and camera is VideoSource:
+        camera = lambda index: VideoSource(index, resolution=resolution)  # noqa: E731
     if spec == "auto":
         chosen: list[SourceFactory] = []
 
@@ -128,29 +96,28 @@ def source_factory(spec: str, camera: Callable[[int], FrameSource] = VideoSource
                 source = camera(0)
                 chosen.append(lambda: camera(0))
                 return source
-            except UserError:
-                chosen.append(lambda: DemoSource(max_frames=None))
-                return chosen[0]()
+            except UserError as error:
+                reason = str(error)
 
-        return open_auto
+                def demo() -> FrameSource:
+                    source = DemoSource(max_frames=None)
+                    source.description = f"demo: no camera ({reason})"
+                    return source
+
+                chosen.append(demo)
+                return demo()
+
+        return _opener(open_auto, live=True)
     if spec == "demo":
-        return lambda: DemoSource(max_frames=None)
+        return _opener(lambda: DemoSource(max_frames=None), live=False)
     if spec.isdigit():
-        return lambda: camera(int(spec))
-    return lambda: open_source(spec)
+        return _opener(lambda: camera(int(spec)), live=True)
+    return _opener(lambda: open_source(spec), live=is_stream(spec))
 
 
-def pace_fps(source: FrameSource) -> float | None:
-    """Frames per second to publish at; None for a camera or stream, whose read() waits for the next frame itself."""
-    if source.kind in LIVE_KINDS:
-        return None
-    if source.kind == "video":
-        return float(min(max(getattr(source, "fps", 0.0) or 30.0, 1.0), 120.0))
-    if source.kind == "folder":
-        return 1.0  # a slide show: time to look at each image
-    if source.kind == "image":
-        return 2.0  # the same picture: re-reading it faster shows nothing new
-    return 30.0
+def _opener(function: Callable[[], FrameSource], live: bool) -> SourceFactory:
+    function.live = live  # type: ignore[attr-defined]  # read by resnet_edge.capture: retry a failed open?
+    return function
 
 
 def scan_cameras(indices: Sequence[int] = CAMERA_INDICES, skip: Sequence[int] = ()) -> list[int]:
@@ -173,11 +140,14 @@ def scan_cameras(indices: Sequence[int] = CAMERA_INDICES, skip: Sequence[int] = 
 
 
 class CaptureWorker(QThread):
-    """Reads a source into the slot: loops files, reconnects cameras with back-off, never raises."""
+    """The app's adapter of the one capture core (resnet_edge.capture.CaptureLoop): its events as signals.
 
-    opened = Signal(str)  # description of the source that just opened
+    Loops files, reconnects cameras with back-off, says once that a file cannot be read; never raises."""
+
+    opened = Signal(str, str)  # description and kind of the source that just opened
     trouble = Signal(str, float)  # what went wrong, seconds until the next try
     notice = Signal(str)  # worth saying, nothing to recover from (a camera changed its resolution)
+    failed = Signal(str)  # this source is done for (a file that cannot be read): pick another
 
     def __init__(self, slot: LatestFrame, factory: SourceFactory, *, backoff_start: float = 0.5,
                  backoff_limit: float = 8.0, repeat_limit_s: float = 2.0,
@@ -185,142 +155,61 @@ class CaptureWorker(QThread):
         super().__init__(parent)
         self.setObjectName("capture")
         self.slot = slot
-        self.backoff = Backoff(backoff_start, backoff_limit)
-        self.repeat_limit_s = repeat_limit_s
-        self.pace = pace
         self.meter = RateMeter()
-        self.frames = 0  # published frames, all sources together
-        self.opens = 0  # successful opens, reconnects and loops included
-        self.live = False  # the current source is a camera or stream (frames stop = trouble, not the end of a file)
-        self.description = ""
-        self.last_frame_time = 0.0
-        self.troubles: deque[tuple[str, float]] = deque(maxlen=50)  # recent (message, retry delay), newest last
-        self.notices: deque[str] = deque(maxlen=50)  # recent notices, newest last
-        self._lock = threading.Lock()
-        self._pending: SourceFactory | None = factory
-        self._paused = False
-        self._stopping = threading.Event()
-        self._wakeup = threading.Event()  # interrupts pacing and back-off waits
-        self._seq = 0
+        policy = CapturePolicy(backoff_start, backoff_limit, repeat_limit_s, pace=pace)
+        self.loop = CaptureLoop(slot, factory, policy, _Signals(self))
+        self.backoff = self.loop.backoff
+
+    # state, read by the UI thread
+    frames = property(lambda self: self.loop.frames)  # published frames, all sources together
+    opens = property(lambda self: self.loop.opens)  # successful opens, reconnects and loops included
+    live = property(lambda self: self.loop.live)  # a camera or stream (frames stopping = trouble)
+    kind = property(lambda self: self.loop.kind)
+    description = property(lambda self: self.loop.description)
+    last_frame_time = property(lambda self: self.loop.last_frame_time)
+    troubles = property(lambda self: self.loop.troubles)  # recent (message, retry delay), newest last
+    notices = property(lambda self: self.loop.notices)
+    failure = property(lambda self: self.loop.failure)  # why the last source was given up, until another opens
+    paused = property(lambda self: self.loop.paused)
 
     # called from the UI thread
 
     def set_source(self, factory: SourceFactory) -> None:
         """Switch to another source; the newest request wins."""
-        with self._lock:
-            self._pending = factory
-        self._wakeup.set()
+        self.loop.set_source(factory)
 
     def set_paused(self, paused: bool) -> None:
-        if not paused and self.last_frame_time:
-            self.last_frame_time = time.monotonic()  # the pause was ours: no "camera silent" banner for it
-        self._paused = paused
-        self._wakeup.set()
+        self.loop.set_paused(paused)
 
-    @property
-    def paused(self) -> bool:
-        return self._paused
+    def step(self, delta: int) -> None:
+        """Next (+1) or previous (-1) image of a folder."""
+        self.loop.step(delta)
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wakeup.set()
-
-    # the thread
+        self.loop.stop()
 
     def run(self) -> None:
-        factory: SourceFactory | None = None
-        while not self._stopping.is_set():
-            with self._lock:
-                if self._pending is not None:
-                    factory, self._pending = self._pending, None
-                    self.backoff.reset()
-            if factory is None:
-                self._wait(0.5)
-                continue
-            try:
-                source = factory()
-            except Exception as error:  # a camera that is not there, a missing file, a driver error
-                self._retry(describe_error(error))
-                continue
-            self.opens += 1
-            self.live = source.kind in LIVE_KINDS
-            self.description = source.description
-            self.opened.emit(source.description)
-            try:
-                delivered, reason = self._pump(source)
-            finally:
-                try:
-                    source.close()
-                except Exception:  # closing a broken device must not take the thread down
-                    pass
-            if reason is None:  # stopped, or switched to another source
-                continue
-            if delivered and not self.live and reason == "ended":
-                continue  # a video, folder or image came to its end: play it again
-            if delivered:
-                self.backoff.reset()  # it worked for a while: start the back-off over
-            self._retry(f"{source.description}: {reason}")
+        self.loop.run()
 
-    def _retry(self, message: str) -> None:
-        delay = self.backoff.next()
-        message = f"{message}; reconnecting in {delay:g} s"
-        self.troubles.append((message, delay))
-        self.trouble.emit(message, delay)
-        self._wait(delay)
 
-    def _wait(self, seconds: float) -> None:
-        # state (stop flag, pending source, pause) is re-read by the caller after this returns,
-        # so clearing the event cannot lose a request
-        self._wakeup.wait(seconds)
-        self._wakeup.clear()
+class _Signals(CaptureEvents):
+    def __init__(self, worker: CaptureWorker) -> None:
+        self.worker = worker
 
-    def _interrupted(self) -> bool:
-        return self._stopping.is_set() or self._pending is not None
+    def opened(self, description: str, kind: str) -> None:
+        self.worker.opened.emit(description, kind)
 
-    def _pump(self, source: FrameSource) -> tuple[bool, str | None]:
-        """Publish frames until the source ends or fails (returns why) or a stop/switch (returns None)."""
-        fps = self.pace(source)
-        interval = 1.0 / fps if fps else 0.0
-        delivered = False
-        watch = FrameWatch(source.description, self.repeat_limit_s)
-        due = time.monotonic()
-        frames = iter(source)
-        while not self._interrupted():
-            if self._paused and not self.live:
-                self._wait(0.2)  # a file holds its place while paused
-                continue
-            try:
-                frame = next(frames, None)
-            except Exception as error:  # a camera unplugged mid-stream, a decoder error
-                return delivered, f"stopped delivering frames ({describe_error(error)})"
-            if frame is None:
-                return delivered, "stopped delivering frames" if self.live else "ended"
-            now = time.monotonic()
-            if self.live:
-                verdict, message = watch.check(frame.image, now)
-                if verdict == "frozen":
-                    return delivered, message
-                if verdict == "repeat":
-                    continue
-                if message:
-                    self.notices.append(message)
-                    self.notice.emit(message)
-                if self._paused:
-                    continue  # keep reading so the camera's buffer stays fresh, publish nothing
-            delivered = True
-            self._seq += 1
-            self.slot.put(CapturedFrame(self._seq, frame.id, np.ascontiguousarray(frame.image), now))
-            self.frames += 1
-            self.last_frame_time = now
-            self.meter.tick(now)
-            if interval:
-                due += interval
-                delay = due - time.monotonic()
-                if delay > 0:
-                    self._wait(delay)
-                else:
-                    due = time.monotonic()  # fell behind: carry on from now rather than burst
-        return delivered, None
+    def trouble(self, message: str, delay: float) -> None:
+        self.worker.trouble.emit(message, delay)
+
+    def notice(self, message: str) -> None:
+        self.worker.notice.emit(message)
+
+    def failed(self, message: str) -> None:
+        self.worker.failed.emit(message)
+
+    def published(self, frame: CapturedFrame) -> None:
+        self.worker.meter.tick(frame.time)
 
 
 # --- inference -------------------------------------------------------------------------------------
@@ -336,6 +225,10 @@ class ModelInfo:
     has_probes: bool
     labels: list[str]
     warnings: list[str] = field(default_factory=list)
+    resize_policy: str = "center_crop"  # the policy in the model's metadata
+    extra: dict = field(default_factory=dict)  # the model's other metadata (a taught model's threshold...)
+    cam_note: str | None = None  # why this model has no class activation map (None: it has one)
+    preprocess: object = None  # the model's PreprocessSpec as loaded (input size, crop ratio, its own policy)
 
 
 @dataclass
@@ -345,6 +238,8 @@ class InferenceResult:
     latency_ms: float  # this run: classify, or probe on a probed frame
     blocks: list[BlockActivation] | None  # x_l and F(x_l) per block on probed frames (~4 Hz), else None
     model: ModelInfo
+    cam: np.ndarray | None = None  # on probed frames: the class activation map (H, W) of the top class
+    resize_policy: str = ""  # how this frame was brought to the model's input (the policy chosen live)
 
 
 class InferenceWorker(QThread):
@@ -356,7 +251,8 @@ class InferenceWorker(QThread):
     failed = Signal(str)  # a frame the model could not run on
 
     def __init__(self, slot: LatestFrame, *, probe_interval: float = 0.25, threads: int | None = None,
-                 loader: Callable[..., Classifier] = Classifier.load, parent: QObject | None = None) -> None:
+                 loader: Callable[..., Classifier] = Classifier.load, spinning: bool = False,
+                 parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("inference")
         self.slot = slot
@@ -371,9 +267,13 @@ class InferenceWorker(QThread):
         self.results = 0
         self.dropped = 0  # frames overwritten in the slot before the model got to them
         self.probing = True
+        self.spinning = spinning
+        self.cam_ms = 0.0  # the last class activation map's cost, on top of its probe run
+        self._head: ClassifierHead | None = None  # the model's final linear layer, for the CAM
+        self._policy: str | None = None  # resize policy chosen in the app (None: the model's own)
         self._lock = threading.Lock()
         self._request: tuple[Path, str] | None = None
-        self._stopping = False
+        self._stopping = threading.Event()
         self._last_error = ""
 
     def request_model(self, path: str | Path, provider: str = "auto") -> None:
@@ -382,9 +282,12 @@ class InferenceWorker(QThread):
             self._request = (Path(path), provider)
         self.slot.wake()
 
+    def set_resize_policy(self, policy: str | None) -> None:
+        """How frames are brought to the model's input from the next frame on (None: the model's own)."""
+        self._policy = policy
+
     def stop(self) -> None:
-        with self._lock:
-            self._stopping = True
+        self._stopping.set()
         classifier = self.classifier  # a run that never ends (a model that loops) must not hang the app's close
         if classifier is not None and hasattr(classifier, "cancel"):
             classifier.cancel(future_runs=True)
@@ -393,10 +296,8 @@ class InferenceWorker(QThread):
     def run(self) -> None:
         last_seq = 0
         next_probe = 0.0
-        while True:
+        while not self._stopping.is_set():
             with self._lock:
-                if self._stopping:
-                    return
                 request, self._request = self._request, None
             if request is not None:
                 if self._load(*request):
@@ -416,7 +317,12 @@ class InferenceWorker(QThread):
         classifier, model = self.classifier, self.model
         now = time.monotonic()
         probe = self.probing and classifier.has_probes and now >= next_probe
+        cam = None
         try:
+            policy = self._policy or model.resize_policy
+            spec = getattr(classifier.contract, "preprocess", None)
+            if spec is not None and spec.resize_policy != policy:
+                classifier.contract.preprocess = dataclasses.replace(spec, resize_policy=policy)
             start = time.perf_counter()
             if probe:  # the probed session also gives the prediction: no second run for this frame
                 prediction, blocks = classifier.probe(frame.image)
@@ -424,6 +330,14 @@ class InferenceWorker(QThread):
             else:
                 prediction, blocks = classifier.classify(frame.image)[0], None
             elapsed_ms = (time.perf_counter() - start) * 1000
+            if blocks is not None and self._head is not None and prediction.finite:
+                cam_start = time.perf_counter()  # rides on the probe run: a dot product over the last features
+                try:
+                    cam = class_activation_map(last_stage_features(blocks, classifier.contract), self._head,
+                                               prediction.top[0][1])
+                except CamUnavailable:
+                    self._head = None  # this model's structure gives none: do not try on every probe
+                self.cam_ms = (time.perf_counter() - cam_start) * 1000
         except Exception as error:  # a frame the model cannot take must not stop the worker
             message = describe_error(error)
             if message != self._last_error:  # say it once, not thirty times a second
@@ -437,19 +351,34 @@ class InferenceWorker(QThread):
             self.latency_ms = elapsed_ms if not self.latency_ms else 0.9 * self.latency_ms + 0.1 * elapsed_ms
         self.results += 1
         self.meter.tick()
-        self.resultReady.emit(InferenceResult(frame, prediction, elapsed_ms, blocks, model))
+        self.resultReady.emit(InferenceResult(frame, prediction, elapsed_ms, blocks, model, cam, policy))
         return next_probe
 
     def _load(self, path: Path, provider: str) -> bool:
         try:
-            classifier = self.loader(path, provider=provider, threads=self.threads, quiet=True)
+            # spinning off: between a live source's frames ORT's idle threads would otherwise busy-wait a core away
+            classifier = self.loader(path, provider=provider, threads=self.threads, quiet=True, spinning=self.spinning)
         except Exception as error:  # UserError for bad files; anything else still must not kill the worker
             self.modelFailed.emit(describe_error(error))
             return False
         contract = classifier.contract
+        head, cam_note = None, None
+        if classifier.has_probes:
+            try:
+                head = read_head(Path(path).read_bytes(), contract.output_name)
+                if head.weight.shape[0] != len(contract.labels):
+                    head, cam_note = None, "the final layer's size does not match the labels"
+            except CamUnavailable as error:
+                cam_note = str(error)
+            except Exception as error:  # a file the CAM reader does not understand: no map, the model still runs
+                cam_note = describe_error(error)
+        else:
+            cam_note = "the model has no block probes (export it with --probes)"
         info = ModelInfo(Path(path), provider, classifier.provider, contract.precision, contract.arch,
-                         classifier.has_probes, list(contract.labels), list(classifier.warnings))
-        self.classifier, self.model = classifier, info
+                         classifier.has_probes, list(contract.labels), list(classifier.warnings),
+                         getattr(getattr(contract, "preprocess", None), "resize_policy", "center_crop"),
+                         dict(getattr(contract, "extra", {})), cam_note, getattr(contract, "preprocess", None))
+        self.classifier, self.model, self._head = classifier, info, head
         self.latency_ms = 0.0
         self.modelLoaded.emit(info)
         return True
@@ -474,7 +403,7 @@ class ModelProbeWorker(QThread):
         self._cond = threading.Condition(threading.Lock())
         self._pending: tuple[int, Path, str] | None = None
         self._generation = 0  # bumped by every request and cancel: the child in flight is stale when it moved
-        self._stopping = False
+        self._stopping = threading.Event()
 
     def request(self, request_id: int, path: str | Path, provider: str) -> None:
         with self._cond:
@@ -490,22 +419,22 @@ class ModelProbeWorker(QThread):
             self._cond.notify_all()
 
     def stop(self) -> None:
+        self._stopping.set()
         with self._cond:
-            self._stopping = True
             self._cond.notify_all()
 
     def run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._stopping or self._pending is not None)
-                if self._stopping:
+                self._cond.wait_for(lambda: self._stopping.is_set() or self._pending is not None)
+                if self._stopping.is_set():
                     return
                 (request_id, path, provider), self._pending = self._pending, None
                 generation = self._generation
 
             def stale() -> bool:
                 with self._cond:
-                    return self._stopping or self._generation != generation
+                    return self._stopping.is_set() or self._generation != generation
 
             key = probe_key(path)  # taken before the child reads the file: a change meanwhile means probe again
             self.probes += 1

@@ -144,6 +144,9 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
                    help="run a model with Loop/If/Scan nodes (refused by default: no image classifier needs them)")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="end a model run that takes longer than this (default 20; 0: no limit)")
+    p.add_argument("--cam", metavar="DIR", help="also write each frame with the class activation map of its top class "
+                                                "over the region the model sees, as DIR/<frame>.cam.png (needs --probes)")
+    p.add_argument("--force", action="store_true", help="with --cam: overwrite overlays that exist")
     _add_preprocess_flags(p, for_models_without_metadata=True)
     p.set_defaults(run=_run_classify)
 
@@ -173,9 +176,15 @@ def _run_classify(args: argparse.Namespace) -> int:
 
         contract = ModelContract.from_props(summary.metadata, source=str(path))
     check_preprocess_budget(contract.preprocess, 1, source=str(path))  # 8192x8192 input: refused before any work
+    from .sources import is_stream
+
+    live = args.source.isdigit() or is_stream(args.source)  # frames come at the camera's pace: ORT must not spin
     classifier = Classifier(data, summary, contract, provider=args.provider, threads=args.threads,
-                            allow_control_flow=args.allow_control_flow)
+                            allow_control_flow=args.allow_control_flow, spinning=not live)
     classifier.run_timeout_s = RUN_TIMEOUT_S if args.timeout is None else (args.timeout or None)
+    from .cam import CamWriter  # LEAD: moves into commands/classify.py with the rest of classify
+
+    cam_writer = CamWriter(classifier, args.cam, force=args.force) if args.cam else None
     # a camera or stream that fails, freezes or blocks is reported and reopened with back-off (sources.LiveSource)
     source = open_source(args.source, max_frames=args.max_frames, report=warn, max_retries=args.max_retries)
     out = sys.stdout
@@ -192,6 +201,8 @@ def _run_classify(args: argparse.Namespace) -> int:
         predictions = classifier.classify([frame.image for frame in batch], k=args.top_k)
         inference_seconds += time.perf_counter() - t0
         for frame, prediction in zip(batch, predictions):
+            if cam_writer is not None:
+                cam_writer.write(frame.id, frame.image)
             frames += 1
             invalid += not prediction.finite
             if args.json:

@@ -26,3 +26,13 @@ def opencv_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     line = lines[-1] if lines else type(error).__name__
     return line.split(" error: ", 1)[-1][:160]
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for the user: our own errors carry their message, others get their type too."""
+    from .safety import redact_text  # library errors quote the stream URL they failed on, secrets and all
+
+    text = redact_text(first_line(error))
+    if isinstance(error, UserError):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

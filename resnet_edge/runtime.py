@@ -78,12 +78,16 @@ def top_k(logits: np.ndarray, labels: Sequence[str], k: int = 5) -> list[Predict
     return results
 
 
-def _session_options(threads: int | None, settings: dict):
+def _session_options(threads: int | None, settings: dict, spinning: bool = True):
     import onnxruntime as ort
 
     if hasattr(ort, "disable_telemetry_events"):  # the API's telemetry switch (ORT on Windows sends ETW events)
         ort.disable_telemetry_events()
     options = ort.SessionOptions()
+    if not spinning:
+        # a live source leaves the model idle between frames: spinning pool threads would burn CPU waiting for work
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
@@ -104,8 +108,9 @@ class Classifier:
 
     def __init__(self, model_bytes: bytes, summary: OnnxSummary, contract: ModelContract,
                  provider: str = "auto", threads: int | None = None, quiet: bool = False,
-                 allow_control_flow: bool = False) -> None:
+                 allow_control_flow: bool = False, spinning: bool = True) -> None:
         self.path = summary.path
+        self.spinning = spinning  # False for live sources (camera, the app): ORT's threads sleep between frames
         self.summary = summary
         self.contract = contract
         self.threads = threads
@@ -137,12 +142,13 @@ class Classifier:
     @classmethod
     def load(cls, path: str | os.PathLike, provider: str = "auto", threads: int | None = None,
              contract: ModelContract | None = None, quiet: bool = False,
-             allow_control_flow: bool = False) -> "Classifier":
+             allow_control_flow: bool = False, spinning: bool = True) -> "Classifier":
         """Load and vet a model file. ``contract`` overrides (or stands in for) the file's metadata."""
         data, summary = read_model_file(path)
         if contract is None:
             contract = ModelContract.from_props(summary.metadata, source=str(path))
-        return cls(data, summary, contract, provider, threads, quiet, allow_control_flow=allow_control_flow)
+        return cls(data, summary, contract, provider, threads, quiet, allow_control_flow=allow_control_flow,
+                   spinning=spinning)
 
     def _validate_graph(self) -> None:
         inputs = self.summary.inputs
@@ -238,7 +244,7 @@ class Classifier:
     def _make_session(self, model_bytes: bytes):
         import onnxruntime as ort
 
-        options = _session_options(self.threads, self.plan.session_settings)
+        options = _session_options(self.threads, self.plan.session_settings, self.spinning)
         try:
             return ort.InferenceSession(model_bytes, sess_options=options, providers=self.plan.providers)
         except Exception as error:  # ORT raises its own exception types (Fail, InvalidGraph, NotImplemented...)

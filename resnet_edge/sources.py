@@ -3,14 +3,12 @@ a network stream (``rtsp://...``), or ``demo`` (moving synthetic shapes, for mac
 
 Every source yields (frame id, BGR uint8 frame). ``open_source`` picks the kind from the string.
 Cameras and streams are "live": a read that fails, blocks or keeps returning the same frame is trouble,
-not the end. :class:`LiveSource` (the CLI) and the app's CaptureWorker report it and reopen the source
-with exponential back-off, capped, and reset after frames flow again.
+not the end. The one capture core (resnet_edge/capture.py) reports it and reopens the source with capped
+exponential back-off; :class:`LiveSource` adapts it for the CLI, gui/workers.CaptureWorker for the app.
 """
 
 from __future__ import annotations
 
-import queue
-import re
 import sys
 import threading
 import time
@@ -21,21 +19,20 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from .errors import UserError, first_line
+from .capture import (BACKOFF_FIRST_S, BACKOFF_LIMIT_S, LIVE_KINDS, REPEAT_LIMIT_S, CaptureEvents, CaptureLoop,
+                      CapturePolicy, LatestFrame)
+from .errors import UserError, describe_error
 from .images import (DECODED_FORMATS, IMAGE_SUFFIXES, MAX_PIXELS, ImageError, check_media_file,  # also quiets
                      list_images, read_image)  # OpenCV's log
-from .safety import printable, redact_text, redact_url  # noqa: F401 - redact_url moved to safety.py; imported from here too
+from .safety import printable, redact_url  # noqa: F401 - redact_url moved to safety.py; imported from here too
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-LIVE_KINDS = ("camera", "stream")  # sources whose frames stopping is a fault to recover from, not the end
-
-# Reconnect timing for live sources. Module constants, read when a LiveSource is made, so tests can shrink them.
-BACKOFF_FIRST_S = 0.5  # first wait before reopening; doubles per failure in a row
-BACKOFF_LIMIT_S = 8.0  # the cap: a camera unplugged for an hour is retried every 8 s, not every hour
+# Module constants, read when a LiveSource is made, so tests can shrink them (defaults from resnet_edge.capture:
+# BACKOFF_FIRST_S, BACKOFF_LIMIT_S, REPEAT_LIMIT_S).
 STALL_S = 5.0  # a live read silent this long is reported (and reported again every STALL_S while it lasts)
-REPEAT_LIMIT_S = 2.0  # the very same frame for this long means a frozen driver: reopen
 OPEN_TIMEOUT_MS = 10_000  # video files and streams: FFmpeg's open and read give up after this (OpenCV's props)
 READ_TIMEOUT_MS = 10_000
+__all__ = ["BACKOFF_FIRST_S", "BACKOFF_LIMIT_S", "LIVE_KINDS", "REPEAT_LIMIT_S", "describe_error", "redact_url"]  # re-exported
 
 
 @dataclass
@@ -79,8 +76,13 @@ class FolderSource(FrameSource):
         self.root = path
         self.description = f"{path} ({len(self.files)} images)"
 
+        self.position = 0  # index of the next image to read
+
     def __iter__(self) -> Iterator[Frame]:
-        for path in self.files:
+        self.position = 0
+        while 0 <= self.position < len(self.files):
+            path = self.files[self.position]
+            self.position += 1
             try:
                 image = read_image(path)
             except ImageError as error:
@@ -89,24 +91,23 @@ class FolderSource(FrameSource):
                 continue
             yield Frame(str(path.relative_to(self.root)), image)
 
+    def seek(self, delta: int) -> None:
+        """Make the next image read the one ``delta`` places from the last one read (wrapping around)."""
+        self.position = (self.position - 1 + delta) % len(self.files)
+
 
 def is_stream(spec: str) -> bool:
     """rtsp://, http(s)://, udp://...: a network stream OpenCV's FFmpeg backend opens like a file."""
     return "://" in spec
 
 
-def describe_error(error: BaseException) -> str:
-    """One line: our own errors carry their message, others get their type too."""
-    text = redact_text(first_line(error))  # library errors quote the stream URL they failed on, secrets and all
-    if isinstance(error, UserError):
-        return text or type(error).__name__
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 class VideoSource(FrameSource):
     """A video file (OpenCV's FFmpeg backend), a camera index or a network stream URL."""
 
-    def __init__(self, target: str | int, max_frames: int | None = None) -> None:
+    def __init__(self, target: str | int, max_frames: int | None = None,
+                 resolution: tuple[int, int] | None = None) -> None:
         self.target = target
         self.max_frames = max_frames
         stream = isinstance(target, str) and is_stream(target)
@@ -124,6 +125,9 @@ class VideoSource(FrameSource):
             if stream:
                 raise UserError(f"{name}: the stream did not open (wrong address, or the server is down)")
             raise UserError(f"{target}: not a video file OpenCV can open")
+        if resolution is not None and isinstance(target, int):  # a request: the driver picks its nearest mode
+            self.capture.set(cv2.CAP_PROP_FRAME_WIDTH, resolution[0])
+            self.capture.set(cv2.CAP_PROP_FRAME_HEIGHT, resolution[1])
         self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 0.0
         self.description = name
         width, height = (int(self.capture.get(prop) or 0) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
@@ -173,183 +177,96 @@ class DemoSource(FrameSource):
             index += 1
 
 
-class Backoff:
-    """Reconnect delays: first, 2*first, 4*first... capped at limit; reset() after a success."""
-
-    def __init__(self, first: float = BACKOFF_FIRST_S, limit: float = BACKOFF_LIMIT_S) -> None:
-        self.first, self.limit = first, limit
-        self._next = first
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self.limit)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.first
-
-
-class FrameWatch:
-    """What one connection's frames say about a live source: the very same frame for ``repeat_limit_s`` means
-    a frozen driver (a real sensor always has noise); a change of size deserves a notice (the model takes any
-    size, but a user wondering why the picture changed should see it was the camera)."""
-
-    def __init__(self, description: str, repeat_limit_s: float) -> None:
-        self.description, self.repeat_limit_s = description, repeat_limit_s
-        self._previous: np.ndarray | None = None
-        self._repeat_since: float | None = None
-
-    def check(self, image: np.ndarray, now: float) -> tuple[str, str | None]:
-        """("new", notice or None): use the frame; ("repeat", None): skip it; ("frozen", why): reopen the source."""
-        previous = self._previous
-        if previous is not None and image.shape == previous.shape and _same_pixels(image, previous):
-            self._repeat_since = self._repeat_since or now
-            if now - self._repeat_since >= self.repeat_limit_s:
-                return "frozen", f"frozen (the same frame for {now - self._repeat_since:.1f} s)"
-            return "repeat", None
-        notice = None
-        if previous is not None and image.shape != previous.shape:
-            old, new = previous.shape, image.shape
-            notice = f"{self.description}: resolution changed from {old[1]}x{old[0]} to {new[1]}x{new[0]}"
-        self._previous, self._repeat_since = image, None
-        return "new", notice
-
-
-def _same_pixels(a: np.ndarray, b: np.ndarray) -> bool:
-    # every frame of a camera goes through here: a sparse sample tells noisy frames apart without touching (or
-    # allocating) a whole frame's worth; only frames that agree on it are compared in full
-    return np.array_equal(a[::16, ::16], b[::16, ::16]) and np.array_equal(a, b)
-
-
 class SourceLost(UserError):
     """A live source that did not come back within the allowed reconnects (not a user mistake: exit 1)."""
 
     exit_code = 1
 
 
-class LiveSource(FrameSource):
-    """A camera or stream that survives faults, for the command line.
+class _Report(CaptureEvents):
+    """The capture core's events as the CLI's lines on stderr."""
 
-    The wrapped source is read in a daemon thread through a one-frame queue, so a read() that blocks can be
-    reported while it blocks ("no frames for 5 s"). A read that fails or raises, and a frame repeated
-    unchanged for ``REPEAT_LIMIT_S`` (a frozen driver), close the source and reopen it after a back-off wait;
-    a change of resolution is reported and classification goes on. The first open is not retried: a camera
-    that is not there at all is the user's mistake (UserError, exit 2).
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self.report, self.opens = report, 0
+        self.faults: list[str] = []  # every fault reported, oldest first
+
+    def opened(self, description: str, kind: str) -> None:
+        self.opens += 1
+        if self.opens > 1:
+            self.report(f"{description}: reconnected")
+
+    def trouble(self, message: str, delay: float) -> None:
+        self.faults.append(message)
+        self.report(message)
+
+    def notice(self, message: str) -> None:
+        self.report(message)
+
+    def failed(self, message: str) -> None:
+        self.faults.append(message)
+
+
+class LiveSource(FrameSource):
+    """A camera or stream that survives faults, for the command line: the capture core (resnet_edge/capture.py)
+    in a daemon thread, read through its one-frame slot.
+
+    A read that fails or raises and a frame repeated unchanged for ``REPEAT_LIMIT_S`` (a frozen driver) reopen
+    the source after a back-off wait; a change of resolution is reported and classification goes on; a read()
+    that blocks is reported while it blocks ("no frames for 5 s"). The first open is not retried: a camera that
+    is not there at all is the user's mistake (UserError, exit 2).
     """
 
     def __init__(self, opener: Callable[[], FrameSource], report: Callable[[str], None],
-                 max_frames: int | None = None, max_retries: int | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.opener, self.report, self.max_frames, self.max_retries = opener, report, max_frames, max_retries
-        self.sleep = sleep
-        self.backoff = Backoff(BACKOFF_FIRST_S, BACKOFF_LIMIT_S)
-        self.stall_s, self.repeat_limit_s = STALL_S, REPEAT_LIMIT_S
-        self._first: FrameSource | None = opener()  # raises UserError when it does not open
-        self.kind, self.description = self._first.kind, self._first.description
+                 max_frames: int | None = None, max_retries: int | None = None) -> None:
+        self.report, self.max_frames = report, max_frames
+        self.stall_s = STALL_S
+        first = opener()  # raises UserError when it does not open
+        self.kind, self.description = first.kind, first.description
+        policy = CapturePolicy(BACKOFF_FIRST_S, BACKOFF_LIMIT_S, REPEAT_LIMIT_S, max_retries, replay=False,
+                               wait_for_next=False)
+        self._events = _Report(report)
+        self._slot = LatestFrame()
+        self._loop = CaptureLoop(self._slot, opener, policy, self._events, first=first)
+        self._first: FrameSource | None = first
         self.frames = 0  # frames delivered, all connections together
-        self.reconnects = 0  # successful reopens
-        self.faults: list[str] = []  # every fault reported, oldest first
-        self._failures = 0  # failed attempts in a row since frames last flowed
-        self._delivered = False
+
+    @property
+    def reconnects(self) -> int:
+        return max(0, self._events.opens - 1)
+
+    @property
+    def faults(self) -> list[str]:
+        return self._events.faults
 
     def __iter__(self) -> Iterator[Frame]:
-        source, self._first = self._first, None
-        while not self._enough():
-            if source is None:
-                try:
-                    source = self.opener()
-                except Exception as error:  # not there (yet), in use, a driver error: try again later
-                    self._retry(describe_error(error))
-                    continue
-                self.reconnects += 1
-                self.report(f"{source.description}: reconnected")
-            self._delivered = False
-            reason = yield from self._session(source)
-            source = None
-            if reason is None:  # enough frames
-                return
-            if self._delivered:  # it worked for a while: start the back-off over
-                self.backoff.reset()
-                self._failures = 0
-            self._retry(f"{self.description}: {reason}")
-
-    def _enough(self) -> bool:
-        return self.max_frames is not None and self.frames >= self.max_frames
-
-    def _retry(self, message: str) -> None:
-        self._failures += 1
-        if self.max_retries is not None and self._failures > self.max_retries:
-            self.faults.append(message)
-            raise SourceLost(f"{message}; gave up after {self.max_retries} reconnect attempts")
-        delay = self.backoff.next()
-        message = f"{message}; reconnecting in {delay:g} s"
-        self.faults.append(message)
-        self.report(message)
-        self.sleep(delay)
-
-    def _session(self, source: FrameSource) -> Iterator[Frame]:
-        """Frames from one open source; returns why it ended (None: enough frames, or the caller stopped)."""
-        slot: queue.Queue = queue.Queue(maxsize=1)  # one frame read ahead, no more: a slow model drops none
-        stop = threading.Event()
-
-        def hand_over(item: tuple[str, object]) -> bool:
-            while not stop.is_set():
-                try:
-                    slot.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def read() -> None:
-            try:
-                for frame in source:
-                    if not hand_over(("frame", frame)):
-                        return
-                hand_over(("end", "stopped delivering frames (read failed)"))
-            except Exception as error:  # unplugged mid-stream, a decoder error
-                hand_over(("end", f"stopped delivering frames ({describe_error(error)})"))
-            finally:
-                try:  # closed here, in the thread that reads it: never under a read() in progress
-                    source.close()
-                except Exception:
-                    pass
-
+        self._first = None  # the loop owns it now
         # daemon: a read() stuck in a driver must not keep the process alive after the last frame
-        reader = threading.Thread(target=read, name="live-source", daemon=True)
+        reader = threading.Thread(target=self._loop.run, name="live-source", daemon=True)
         reader.start()
-        watch = FrameWatch(self.description, self.repeat_limit_s)
-        silent_since = time.monotonic()
+        seq, silent_since = 0, time.monotonic()
         try:
-            while not self._enough():
-                try:
-                    kind, value = slot.get(timeout=self.stall_s)
-                except queue.Empty:
-                    self.report(f"{self.description}: no frames for {time.monotonic() - silent_since:.1f} s; "
-                                f"waiting for it")
+            while self.max_frames is None or self.frames < self.max_frames:
+                frame = self._slot.wait_newer(seq, timeout=self.stall_s)
+                if frame is None:
+                    if not reader.is_alive():
+                        if self._loop.failure:
+                            raise SourceLost(self._loop.failure)
+                        return
+                    if not self._loop.retrying and time.monotonic() - silent_since >= self.stall_s:
+                        self.report(f"{self.description}: no frames for {time.monotonic() - silent_since:.1f} s; "
+                                    f"waiting for it")
                     continue
-                if kind == "end":
-                    return str(value)
-                frame: Frame = value  # type: ignore[assignment]
-                now = silent_since = time.monotonic()
-                verdict, message = watch.check(frame.image, now)
-                if verdict == "frozen":
-                    return message
-                if verdict == "repeat":
-                    continue
-                if message:
-                    self.report(message)
-                self._delivered = True
+                seq, silent_since = frame.seq, time.monotonic()
                 self.frames += 1
                 yield Frame(f"frame {self.frames - 1}", frame.image)
-            return None
         finally:
-            stop.set()  # the reader sees it at its next hand-over and closes the source
+            self._loop.stop()
             reader.join(timeout=1.0)
 
     def close(self) -> None:
         if self._first is not None:
             self._first.close()
+        self._loop.stop()
 
 
 def open_source(spec: str, max_frames: int | None = None,

@@ -324,7 +324,7 @@ def test_app_camera_faults_through_the_real_video_source(qtbot, make_window, fak
     messages = [message for message, _ in capture.troubles]
     assert len(messages) == 4, messages
     assert "camera 0 did not open" in messages[0]
-    assert messages[1].startswith("camera 0: stopped delivering frames;")  # read() returned False
+    assert messages[1].startswith("camera 0: stopped delivering frames (read failed);")  # read() returned False
     assert messages[2].startswith("camera 0: frozen (the same frame for")
     assert "stopped delivering frames (RuntimeError: USB cable unplugged)" in messages[3]
     # 0.05 after the failed open; each later one followed frames that flowed, so the back-off started over

@@ -206,7 +206,7 @@ def test_video_file_plays_in_a_loop_with_predictions(qtbot, make_window, tmp_pat
     expected = Classifier.load(models_dir / "cifar10-resnet20.onnx", provider="cpu", threads=1, quiet=True).classify(result.frame.image)[0]
     assert [label for label, _, _ in result.prediction.top] == [label for label, _, _ in expected.top]
     assert window.topk.rows() == [(label, p) for label, _, p in result.prediction.top]
-    assert window.video.prediction is result.prediction and window.video.frames_shown > 0
+    assert window.video.prediction.raw is result.prediction and window.video.frames_shown > 0
     window._refresh_status()
     assert window.status_labels["capture"].text().endswith("fps")
     assert window.status_labels["provider"].text() == window.model_info.provider
@@ -255,7 +255,7 @@ def test_precision_and_provider_switch_live(qtbot, make_window, models_dir):
     combo.setCurrentIndex(1)
     combo.activated.emit(1)  # as a user picking int8
     qtbot.waitUntil(lambda: window.model_info.path.name == "cifar10-resnet20.int8.onnx", timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: window.last_result.model.path.name == "cifar10-resnet20.int8.onnx", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.last_result is not None and window.last_result.model.path.name == "cifar10-resnet20.int8.onnx", timeout=WAIT_MS)
     window._refresh_status()
     assert "cifar10-resnet20.int8.onnx" in window.status_labels["model"].text()
 
@@ -388,7 +388,7 @@ def test_pause_snapshot_and_record(qtbot, make_window, tmp_path, monkeypatch):
     assert path is not None and path.is_file()
     assert replaced and replaced[-1][1] == path and replaced[-1][0].parent == path.parent and replaced[-1][0] != path
     image = cv2.imread(str(path))
-    assert image.shape[:2] == (window.centralWidget().height(), window.centralWidget().width())
+    assert image.shape[:2] == (window.live_view.height(), window.live_view.width())  # the live view, from any tab
     assert sorted(p.name for p in path.parent.iterdir()) == ["shot.png"]  # no temp file left behind
 
     csv_path = window.start_recording(tmp_path / "predictions.csv")

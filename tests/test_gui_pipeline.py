@@ -56,10 +56,11 @@ def test_verdicts_fail_when_targets_are_missed():
         "frames": {"requested": 2000, "offered": 2000, "displayed": 1990},
         "latency_ms": {"p99": 120.0}, "stall_ms": {"ticks": 100, "max": 51.0},
         "rss_mb": {"growth": 1.0, "second_half_slope_mb_per_1000_frames": 0.8},
+        "cpu": {"percent_of_one_core": 40.0},
     }
     assert bench.verdicts(result) == {"source_fps": "PASS", "all_frames_displayed": "FAIL",
                                       "displayed_fps": "FAIL", "latency_p99": "FAIL", "max_stall": "FAIL",
-                                      "rss_flat": "FAIL"}
+                                      "rss_flat": "FAIL", "cpu": "FAIL"}
     result["rss_mb"] = {"growth": 6.0, "second_half_slope_mb_per_1000_frames": 0.1}  # a start-up step too large
     assert bench.verdicts(result)["rss_flat"] == "FAIL"
     result["rss_mb"]["growth"] = 2.0
@@ -109,3 +110,17 @@ def test_short_run_of_the_real_app(qapp, r20_probed, tmp_path):
 def test_cli_reports_a_missing_model(tmp_path, capsys):
     assert bench.main(["--model", str(tmp_path / "missing.onnx"), "--frames", "5"]) == 2
     assert "missing.onnx" in capsys.readouterr().err
+
+
+def test_interleaved_table_has_a_row_per_run_and_medians_per_mode():
+    def run(spinning, cpu, p99):
+        return {"config": {"ort_spinning": spinning}, "cpu": {"percent_of_one_core": cpu, "ms_per_frame": cpu / 3},
+                "latency_ms": {"p99": p99}, "prediction_latency_ms": {"p99": p99 + 5}, "probe_ms": 2.0,
+                "cam_ms": 0.07, "load_average": {"start": [1.0, 1.0, 1.0]}}
+
+    table = bench.format_interleaved([run(False, 10.0, 40.0), run(True, 40.0, 60.0), run(False, 12.0, 44.0),
+                                      run(True, 38.0, 70.0)])
+    lines = table.splitlines()
+    assert len(lines) == 1 + 4 + 2 and lines[1].split()[1] == "off" and lines[2].split()[1] == "on"
+    assert "median, spinning off: CPU 11.0% of one core, display p99 42.0 ms" in table
+    assert "median, spinning on: CPU 39.0% of one core, display p99 65.0 ms" in table

@@ -28,7 +28,8 @@ def test_runtime_modules_import_without_torch():
 import resnet_edge, resnet_edge.runtime, resnet_edge.preprocess, resnet_edge.providers, resnet_edge.sources
 import resnet_edge.metadata, resnet_edge.onnxfile, resnet_edge.cli, resnet_edge.modelzoo, resnet_edge.images
 import resnet_edge.fetch, resnet_edge.weights, resnet_edge.commands.fetch
-import gui, gui.workers, gui.outputs, gui.widgets.fetch_dialog
+import resnet_edge.capture, resnet_edge.cam
+import gui, gui.workers, gui.outputs, gui.app, gui.confidence, gui.qtdeps, gui.widgets.fetch_dialog
 assert "torch" not in sys.modules, "torch was imported"
 print("ok")
 """)

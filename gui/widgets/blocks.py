@@ -165,8 +165,10 @@ class BlockPanel(QWidget):
     def _draw_row_labels(self, painter: QPainter, tile: float, text: QColor) -> None:
         painter.setPen(text)
         align = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-        painter.drawText(QRectF(0, HEADER, LEFT - 8, tile), align, "xₗ\n(input)")
-        painter.drawText(QRectF(0, HEADER + tile + 6, LEFT - 8, tile), align, "F(xₗ)\n(residual)")
+        two_lines = tile >= 2.2 * painter.fontMetrics().height()  # small tiles (many blocks): one line each
+        painter.drawText(QRectF(0, HEADER, LEFT - 8, tile), align, "xₗ\n(input)" if two_lines else "xₗ")
+        painter.drawText(QRectF(0, HEADER + tile + 6, LEFT - 8, tile), align,
+                         "F(xₗ)\n(residual)" if two_lines else "F(xₗ)")
         bars_top = HEADER + 2 * tile + 12
         painter.drawText(QRectF(0, bars_top, LEFT - 8, self.height() - bars_top - 4), align, "‖F‖ / ‖x‖")
 
@@ -207,8 +209,11 @@ class BlockPanel(QWidget):
             painter.fillRect(bar, QColor(255, 140, 0) if index == self.selected else QColor(46, 134, 222))
             painter.setPen(text)
             shown = f"{summary.ratio:.2f}" if math.isfinite(summary.ratio) else "NaN"
-            painter.drawText(QRectF(rect.left(), bar.top() - label_room, rect.width(), label_room),
-                             Qt.AlignmentFlag.AlignCenter, shown)
+            if painter.fontMetrics().horizontalAdvance(shown) > rect.width():  # 27 blocks: 1 decimal, or none
+                shown = f"{summary.ratio:.1f}" if math.isfinite(summary.ratio) else "NaN"
+            if painter.fontMetrics().horizontalAdvance(shown) <= rect.width():  # never over the neighbour's
+                painter.drawText(QRectF(rect.left(), bar.top() - label_room, rect.width(), label_room),
+                                 Qt.AlignmentFlag.AlignCenter, shown)
 
     def _draw_colour_bar(self, painter: QPainter, top: float, height: float, text: QColor) -> None:
         left = self.width() - RIGHT + 10

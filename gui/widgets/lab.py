@@ -17,7 +17,8 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QThread, Signal
 from PySide6.QtGui import QFont, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
-                               QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSpinBox, QSplitter,
+                               QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSizePolicy,
+                               QSpinBox, QSplitter,
                                QVBoxLayout, QWidget)
 
 from resnet_edge.lab.narrow import NarrowCancelled, NarrowConfig, format_summary, run_narrow, write_narrow
@@ -25,13 +26,24 @@ from resnet_edge.lab.narrow import NarrowCancelled, NarrowConfig, format_summary
 from ..workers import describe_error
 
 LIVE_FOLDER = "narrow-live"  # where a run from the tab writes, inside the figures folder (replaced each run)
+MIN_SEEDS = NarrowConfig().seeds  # fewer seeds than the command line's default cannot judge the claim
+
+
+def verdict_line(holds: bool | None, measured: str, seeds: int) -> str:
+    """The verdict as the tab shows it: HOLDS / DOES NOT HOLD by the command line's rule, but only on at least
+    MIN_SEEDS seeds (the rule asks most seeds to succeed: with 2 seeds one unlucky seed decides)."""
+    from resnet_edge.lab.common import verdict_word
+
+    if seeds < MIN_SEEDS:
+        return f"too few seeds to judge ({seeds}; the claim is judged on {MIN_SEEDS} or more): {measured}"
+    return f"{verdict_word(holds)}: {measured}"
 
 
 class NarrowWorker(QThread):
     """Runs one narrow-network experiment and writes its files; never touches a widget."""
 
     progressed = Signal(int, int, str)  # steps done, steps in all, which net
-    succeeded = Signal(dict, str)  # {name: file path} (empty without matplotlib), the table and verdict as text
+    succeeded = Signal(dict, str, str)  # {name: file path} (empty without matplotlib), the table, the verdict line
     failed = Signal(str)  # one line
     cancelled = Signal()
 
@@ -39,21 +51,23 @@ class NarrowWorker(QThread):
         super().__init__(parent)
         self.setObjectName("lab-narrow")
         self.config, self.out = config, out
-        self._stop = threading.Event()
+        self._stopping = threading.Event()  # the app's one stop idiom (gui/workers.py)
 
-    def cancel(self) -> None:
-        self._stop.set()
+    def stop(self) -> None:
+        self._stopping.set()
+
+    cancel = stop  # what the Cancel button calls
 
     def _progress(self, done: int, total: int, message: str) -> bool:
         self.progressed.emit(done, total, message)
-        return not self._stop.is_set()  # False stops run_narrow at its next report (every 100 steps)
+        return not self._stopping.is_set()  # False stops run_narrow at its next report (every 100 steps)
 
     def run(self) -> None:
-        from resnet_edge.lab.common import NO_MATPLOTLIB, verdict_word
+        from resnet_edge.lab.common import NO_MATPLOTLIB
 
         try:
             result = run_narrow(self.config, self._progress)
-            if self._stop.is_set():
+            if self._stopping.is_set():
                 raise NarrowCancelled("after the last step")
             self.progressed.emit(1, 1, "drawing the figures")
             files = write_narrow(result, self.out, force=True)
@@ -66,9 +80,9 @@ class NarrowWorker(QThread):
             self.failed.emit(describe_error(error))
             return
         verdict = result.verdict()
-        report = (f"{format_summary(result)}\n\nverdict: {verdict_word(verdict['holds'])}: {verdict['measured']}\n"
-                  f"{result.seconds:.1f} s{note}")
-        self.succeeded.emit(files, report)
+        line = verdict_line(verdict["holds"], verdict["measured"], self.config.seeds)
+        report = f"{format_summary(result)}\n\nverdict: {line}\n{result.seconds:.1f} s{note}"
+        self.succeeded.emit(files, report, line)
 
 
 def _spin(low: int, high: int, value: int, step: int = 1) -> QSpinBox:
@@ -92,6 +106,8 @@ class LabTab(QWidget):
 
         self.folder_label = QLabel()
         self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # a long path must not widen the window past a small screen: clipped, the whole path in the tooltip
+        self.folder_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         choose = QPushButton("Choose folder…")
         choose.clicked.connect(self._choose_folder)
         reload_button = QPushButton("Reload")
@@ -102,9 +118,10 @@ class LabTab(QWidget):
         folder_row.addWidget(choose)
         folder_row.addWidget(reload_button)
 
-        # the live run: the defaults finish in seconds; the command line's default is 5 seeds x 4000 steps
-        self.seeds_spin = _spin(1, 10, 2)
-        self.steps_spin = _spin(100, 20000, 2000, step=500)
+        # the live run: the command line's defaults (5 seeds x 4000 steps), so the tab and the CLI judge alike
+        defaults = NarrowConfig()
+        self.seeds_spin = _spin(1, 10, defaults.seeds)
+        self.steps_spin = _spin(100, 20000, defaults.steps, step=500)
         self.depth_spin = _spin(1, 8, 5)
         self.run_button = QPushButton("Run narrow-network experiment")
         self.run_button.clicked.connect(lambda: self.run_narrow())
@@ -121,8 +138,16 @@ class LabTab(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
+        # the verdict goes first, where it is seen, not at the bottom of the scrolled report
+        self.verdict_label = QLabel("no run yet")
+        self.verdict_label.setWordWrap(True)
+        bold = QFont(self.verdict_label.font())
+        bold.setBold(True)
+        self.verdict_label.setFont(bold)
+        self.verdict_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         run_box = QGroupBox("Narrow networks, live")
         run_layout = QVBoxLayout(run_box)
+        run_layout.addWidget(self.verdict_label)
         run_layout.addLayout(form)
         run_layout.addLayout(buttons)
         run_layout.addWidget(self.progress)
@@ -151,8 +176,13 @@ class LabTab(QWidget):
         self.scroll.setWidget(self.figure_label)
         self.scroll.setWidgetResizable(True)
 
+        left_scroll = QScrollArea()  # a short window (a 200 %-scaled laptop) scrolls the controls, never squeezes them
+        left_scroll.setWidget(left)
+        left_scroll.setWidgetResizable(True)
+        left_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        left_scroll.setMinimumWidth(260)
         splitter = QSplitter(Qt.Orientation.Horizontal)
-        splitter.addWidget(left)
+        splitter.addWidget(left_scroll)
         splitter.addWidget(self.scroll)
         splitter.setSizes([420, 980])
         layout = QVBoxLayout(self)
@@ -165,6 +195,7 @@ class LabTab(QWidget):
     def set_folder(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.folder_label.setText(str(self.folder))
+        self.folder_label.setToolTip(str(self.folder))
         self.reload()
 
     def figures(self) -> list[Path]:
@@ -256,8 +287,9 @@ class LabTab(QWidget):
         self.progress.setValue(done)
         self.status.setText(message)
 
-    def _on_succeeded(self, files: dict, report: str) -> None:
+    def _on_succeeded(self, files: dict, report: str, verdict: str) -> None:
         self.report.setPlainText(report)
+        self.verdict_label.setText(f"verdict: {verdict}")
         if "boundaries" in files:
             self._finish(f"done: wrote {self.folder / LIVE_FOLDER}")
             self.reload(select=Path(files["boundaries"]))
@@ -276,7 +308,7 @@ class LabTab(QWidget):
     def shutdown(self) -> None:
         """Stop a run and join its thread (it stops within 100 steps, or after the figure it is drawing)."""
         if self.worker is not None and self.worker.isRunning():
-            self.worker.cancel()
+            self.worker.stop()
             if not self.worker.wait(5000):
                 print("resnet-edge: waiting for the lab experiment to stop…", file=sys.stderr)
                 self.worker.wait()

@@ -1,31 +1,58 @@
-"""The k best classes with probability bars."""
+"""The k best classes with probability bars, the "not sure" threshold drawn across them.
+
+Takes a runtime Prediction or a ShownPrediction (gui/confidence.py: smoothed, with ``unsure`` and
+``threshold``); when the prediction is "not sure" the bars turn grey under a "not sure" heading.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QPainter, QPaintEvent
+from typing import Any
+
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer
+from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from resnet_edge.runtime import Prediction
 from resnet_edge.safety import printable
 
 ROW_HEIGHT = 24
+REPAINT_MS = 100  # bars redrawn at most 10 times a second: 30 repaints a second cost CPU and read no better
+HEADING = 20  # the "not sure" / "sure" line above the bars
 
 
 class TopKBars(QWidget):
     def __init__(self, k: int = 5, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.k = k
-        self.prediction: Prediction | None = None
+        self.prediction: Any = None
+        self.placeholder = "no prediction yet"  # shown without a prediction (e.g. "source not delivering")
+        self._repaint = QTimer(self, singleShot=True, interval=REPAINT_MS, timeout=self.update)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.setMinimumHeight(self.k * ROW_HEIGHT + 8)
+        self.setMinimumHeight(self.k * ROW_HEIGHT + 8 + HEADING)
 
     def sizeHint(self) -> QSize:
-        return QSize(280, self.k * ROW_HEIGHT + 8)
+        return QSize(280, self.k * ROW_HEIGHT + 8 + HEADING)
 
-    def set_prediction(self, prediction: Prediction | None) -> None:
+    def set_prediction(self, prediction: Any, placeholder: str | None = None) -> None:
         self.prediction = prediction
-        self.update()
+        if placeholder is not None:
+            self.placeholder = placeholder
+        if prediction is None:
+            self.update()  # a cleared prediction goes at once: never a stale one on screen
+        elif not self._repaint.isActive():
+            self._repaint.start()
+
+    @property
+    def unsure(self) -> bool:
+        return bool(getattr(self.prediction, "unsure", False))
+
+    def heading(self) -> str:
+        """The line above the bars."""
+        threshold = getattr(self.prediction, "threshold", None)
+        if self.prediction is None or not self.prediction.finite or threshold is None:
+            return ""
+        if self.unsure:
+            return f"not sure: top class below {threshold * 100:.0f} %"
+        return f"{self.prediction.label} (threshold {threshold * 100:.0f} %)"
 
     def rows(self) -> list[tuple[str, float]]:
         """(label, probability) as drawn, best first; empty before the first result or for NaN output."""
@@ -40,7 +67,7 @@ class TopKBars(QWidget):
         rows = self.rows()
         if not rows:
             painter.setPen(self.palette().color(self.foregroundRole()))
-            text = printable(self.prediction.label, 64) if self.prediction is not None else "no prediction yet"
+            text = printable(self.prediction.label, 64) if self.prediction is not None else self.placeholder
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, text)
             painter.end()
             return
@@ -48,8 +75,14 @@ class TopKBars(QWidget):
         label_width = min(self.width() // 3, max(metrics.horizontalAdvance(label) for label, _ in rows) + 8)
         value_width = metrics.horizontalAdvance("100.0 %") + 6
         bar_width = max(10, self.width() - label_width - value_width - 8)
+        heading = self.heading()
+        if heading:
+            painter.setPen(QColor(200, 120, 0) if self.unsure else self.palette().color(self.foregroundRole()))
+            painter.drawText(QRectF(4, 0, self.width() - 8, HEADING), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                             painter.fontMetrics().elidedText(heading, Qt.TextElideMode.ElideRight, self.width() - 8))
+        grey = self.unsure
         for row, (label, probability) in enumerate(rows):
-            top = 4 + row * ROW_HEIGHT
+            top = HEADING + 4 + row * ROW_HEIGHT
             text_pen = self.palette().color(self.foregroundRole())
             painter.setPen(text_pen)
             painter.drawText(QRectF(0, top, label_width - 4, ROW_HEIGHT - 4),
@@ -58,9 +91,15 @@ class TopKBars(QWidget):
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(QColor(128, 128, 128, 50))
             painter.drawRoundedRect(track, 3, 3)
-            painter.setBrush(QColor(46, 134, 222) if row == 0 else QColor(120, 160, 200))
+            colour = QColor(46, 134, 222) if row == 0 else QColor(120, 160, 200)
+            painter.setBrush(QColor(150, 150, 150) if grey else colour)
             painter.drawRoundedRect(QRectF(track.left(), track.top(), max(2.0, bar_width * probability), track.height()), 3, 3)
             painter.setPen(text_pen)
             painter.drawText(QRectF(label_width + bar_width + 4, top, value_width, ROW_HEIGHT - 4),
                              Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, f"{probability * 100:.1f} %")
+        threshold = getattr(self.prediction, "threshold", None)
+        if threshold is not None:  # the "not sure" line across the bars
+            x = label_width + bar_width * threshold
+            painter.setPen(QPen(QColor(200, 120, 0), 1, Qt.PenStyle.DashLine))
+            painter.drawLine(QPointF(x, HEADING + 2), QPointF(x, HEADING + 4 + len(rows) * ROW_HEIGHT))
         painter.end()

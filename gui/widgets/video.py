@@ -1,49 +1,111 @@
-"""The live frame, scaled to fit, with the current prediction and any source trouble drawn over it."""
+"""The live frame, scaled to fit, with what the model sees and where it looks drawn over it.
+
+Over the frame: the region the model sees (its crop box, dashed), the class activation map of the shown class
+(optional, in that region), the prediction ("not sure" below the threshold, nothing while the source is not
+delivering), the file name for still images, and any source trouble as a banner.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import sys
+
+import cv2
 import numpy as np
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QRect, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from resnet_edge.runtime import Prediction
 from resnet_edge.safety import printable
+from .colormap import bgr_to_qimage, make_lut, rgba_to_qimage
 
-from .colormap import bgr_to_qimage
+# a "jet"-like table for the activation map: blue (little evidence) to red (most)
+CAM_LUT = make_lut([(0, 0, 143), (0, 0, 255), (0, 255, 255), (255, 255, 0), (255, 0, 0), (128, 0, 0)])
+UNSURE_COLOUR = QColor(120, 120, 120)
+
+
+def cam_rgba(heat: np.ndarray, opacity: float) -> np.ndarray:
+    """0..1 map -> RGBA: colour by value, alpha rising with the evidence so the photo shows through the rest."""
+    index = np.clip(heat * 255 + 0.5, 0, 255).astype(np.uint8)
+    rgba = np.empty(heat.shape + (4,), np.uint8)
+    rgba[..., :3] = CAM_LUT[index]
+    rgba[..., 3] = np.clip(255 * opacity * (0.25 + 0.75 * heat), 0, 255).astype(np.uint8)
+    return rgba
 
 
 class VideoView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.image: QImage | None = None
-        self.prediction: Prediction | None = None
+        self.frame_size: tuple[int, int] | None = None  # (H, W) of the frame shown
+        self.prediction: Any = None  # a ShownPrediction (gui/confidence.py) or a runtime Prediction
         self.message: str | None = None  # source trouble, shown as a banner until frames come again
+        self.caption: str | None = None  # a still image's file name
+        self.region: tuple[int, int, int, int] | None = None  # (x, y, w, h) of the frame the model sees
+        self.show_region = True
+        self.cam: np.ndarray | None = None  # 0..1 over the region, at the region's resolution or coarser
+        self.cam_opacity = 0.5
+        self._cam_image: QImage | None = None
+        self._cam_scaled: QImage | None = None  # _cam_image at its on-screen size: scaled 4 times a second, not 30
         self.paused = False
+        self.smooth = False  # always scale the frame smoothly (snapshots for docs); else only when enlarging
         self.frames_shown = 0
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setMinimumSize(320, 240)
+        self.setMinimumSize(200, 150)
 
     def sizeHint(self) -> QSize:
         return QSize(640, 480)
 
     def set_frame(self, frame: np.ndarray) -> None:
-        self.image = bgr_to_qimage(frame)
+        if frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8 and sys.byteorder == "little":
+            # BGRA bytes are Qt's RGB32 on little-endian machines: drawn as a plain blit, where a BGR888 image
+            # is converted (in Qt's thread pool) on every paint
+            bgra = cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA)
+            height, width = frame.shape[:2]
+            self._pixels = bgra  # the QImage below borrows this buffer
+            self.image = QImage(bgra.data, width, height, 4 * width, QImage.Format.Format_RGB32)
+        else:
+            self.image = bgr_to_qimage(frame)
+        self.frame_size = (int(frame.shape[0]), int(frame.shape[1]))
         self.frames_shown += 1
         self.update()
 
-    def set_prediction(self, prediction: Prediction | None) -> None:
+    def set_prediction(self, prediction: Any) -> None:
+        """None clears the label (no model, or the source is not delivering: never a stale prediction)."""
         self.prediction = prediction
-        self.update()
+        # a prediction lands a few ms after its frame was painted: repaint only the label's band, not the frame
+        self.update(0, 0, self.width(), int(max(10.0, min(22.0, self.height() / 22)) * 2.2) + 24)
 
     def set_message(self, message: str | None) -> None:
         if message != self.message:
             self.message = message
             self.update()
 
+    def set_caption(self, caption: str | None) -> None:
+        if caption != self.caption:
+            self.caption = caption
+            self.update()
+
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
         self.update()
+
+    def set_region(self, region: tuple[int, int, int, int] | None) -> None:
+        if region != self.region:
+            self.region = region
+            self.update()
+
+    def set_cam(self, heat: np.ndarray | None, opacity: float | None = None) -> None:
+        """The activation map (0..1, over the region the model sees); None hides it."""
+        if opacity is not None:
+            self.cam_opacity = opacity
+        self.cam = heat
+        self._cam_image = None if heat is None else rgba_to_qimage(cam_rgba(heat, self.cam_opacity))
+        self._cam_scaled = None
+        self.update()
+
+    # --- geometry ---------------------------------------------------------------------------------
 
     def image_rect(self) -> QRectF:
         """Where the frame is drawn: as large as fits, aspect ratio kept, centred."""
@@ -53,44 +115,104 @@ class VideoView(QWidget):
         width, height = self.image.width() * scale, self.image.height() * scale
         return QRectF((self.width() - width) / 2, (self.height() - height) / 2, width, height)
 
+    def region_rect(self) -> QRectF | None:
+        """The region the model sees, in widget coordinates (None before a frame or without a model)."""
+        if self.region is None or self.image is None or self.image.isNull():
+            return None
+        shown = self.image_rect()
+        scale = shown.width() / self.image.width()
+        x, y, w, h = self.region
+        return QRectF(shown.left() + x * scale, shown.top() + y * scale, w * scale, h * scale)
+
+    # --- drawing ----------------------------------------------------------------------------------
+
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(24, 24, 24))
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         if self.image is not None:
-            painter.drawImage(self.image_rect(), self.image)
+            target = self.image_rect()
+            # smooth (bilinear) scaling of every frame keeps Qt's thread pool busy at every paint; a live
+            # frame shown near its own size looks the same without it, a small picture blown up needs it
+            upscaled = target.width() > 1.5 * self.image.width()
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, upscaled or self.smooth)
+            painter.drawImage(target, self.image)
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+            region = self.region_rect()
+            if region is not None and self._cam_image is not None:
+                size = region.toRect().size()
+                if self._cam_scaled is None or self._cam_scaled.size() != size:
+                    self._cam_scaled = self._cam_image.scaled(size, Qt.AspectRatioMode.IgnoreAspectRatio,
+                                                              Qt.TransformationMode.SmoothTransformation)
+                painter.drawImage(region.toRect().topLeft(), self._cam_scaled)
+            if region is not None and self.show_region:
+                self._draw_box(painter, region.toRect())
         else:
             painter.setPen(QColor(170, 170, 170))
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "waiting for frames…")
         self._draw_prediction(painter)
         if self.paused:
             self._draw_tag(painter, "PAUSED", right=True)
+        if self.caption:
+            self._draw_caption(painter, self.caption)
         if self.message:
             self._draw_banner(painter, self.message)
         painter.end()
 
-    def _draw_prediction(self, painter: QPainter) -> None:
-        if self.prediction is None:
-            return
-        if self.prediction.finite:
-            text = f"{printable(self.prediction.label, 64)}  {self.prediction.probability * 100:.1f} %"
-        else:
-            text = printable(self.prediction.label, 64)
-        self._draw_tag(painter, text, right=False)
+    @staticmethod
+    def _draw_box(painter: QPainter, box: QRect) -> None:
+        """The crop box: a white line with dark edges, as filled strips (stroking a pen cost more than the frame)."""
+        for inset, thickness, colour in ((0, 4, QColor(0, 0, 0)), (1, 2, QColor(255, 255, 255))):
+            outer = box.adjusted(inset, inset, -inset, -inset)
+            left, top, width, height = outer.left(), outer.top(), outer.width(), outer.height()
+            for strip in (QRect(left, top, width, thickness), QRect(left, top + height - thickness, width, thickness),
+                          QRect(left, top, thickness, height), QRect(left + width - thickness, top, thickness, height)):
+                painter.fillRect(strip, colour)
 
-    def _draw_tag(self, painter: QPainter, text: str, right: bool) -> None:
+    def prediction_text(self) -> str | None:
+        """The label drawn over the video (None: nothing drawn)."""
+        prediction = self.prediction
+        if prediction is None:
+            return None
+        if not prediction.finite:
+            return printable(prediction.label, 64)
+        text = f"{printable(prediction.label, 64)}  {prediction.probability * 100:.1f} %"
+        if getattr(prediction, "unsure", False):
+            return f"not sure  (maybe {text})"
+        return text
+
+    def _draw_prediction(self, painter: QPainter) -> None:
+        text = self.prediction_text()
+        if text is not None:
+            unsure = bool(getattr(self.prediction, "unsure", False))
+            self._draw_tag(painter, text, right=False, background=UNSURE_COLOUR if unsure else QColor(0, 0, 0, 160))
+
+    def _draw_tag(self, painter: QPainter, text: str, right: bool, background: QColor | None = None) -> None:
         font = QFont(self.font())
-        font.setPointSizeF(max(11.0, min(22.0, self.height() / 22)))
+        font.setPointSizeF(max(10.0, min(22.0, self.height() / 22)))
         font.setBold(True)
         painter.setFont(font)
         metrics = painter.fontMetrics()
+        text = metrics.elidedText(text, Qt.TextElideMode.ElideRight, max(40, self.width() - 40))
         width, height = metrics.horizontalAdvance(text) + 20, metrics.height() + 10
         x = self.width() - width - 10 if right else 10
         box = QRectF(x, 10, width, height)
         painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(QColor(0, 0, 0, 160))
+        painter.setBrush(background or QColor(0, 0, 0, 160))
         painter.drawRoundedRect(box, 6, 6)
+        painter.setPen(QColor(255, 255, 255))
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+
+    def _draw_caption(self, painter: QPainter, text: str) -> None:
+        font = QFont(self.font())
+        font.setPointSizeF(10.0)
+        painter.setFont(font)
+        metrics = painter.fontMetrics()
+        text = metrics.elidedText(text, Qt.TextElideMode.ElideMiddle, max(40, self.width() - 40))
+        box = QRectF(10, self.height() - 44 - (40 if self.message else 0), metrics.horizontalAdvance(text) + 16, 26)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(0, 0, 0, 160))
+        painter.drawRoundedRect(box, 5, 5)
         painter.setPen(QColor(255, 255, 255))
         painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
 

@@ -1,0 +1,435 @@
+"""The live view a user can trust (issue 23), offscreen: "not sure" and smoothing, the crop box, the CAM overlay,
+sources that fail honestly, a window that fits the screen, settings that persist, drag and drop, the Qt
+system-library check, the lab's verdict."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QMimeData, QPointF, QRect, Qt, QUrl  # noqa: E402
+from PySide6.QtGui import QDropEvent  # noqa: E402
+
+import gui.qtdeps as qtdeps  # noqa: E402
+from gui.app import MainWindow, app_settings, build_parser, fit_rect, main, remembered_start  # noqa: E402
+from gui.confidence import Smoother, is_unsure, model_threshold, shown_prediction  # noqa: E402
+from resnet_edge.errors import UserError  # noqa: E402
+from resnet_edge.runtime import BlockActivation, Classifier, top_k  # noqa: E402
+from resnet_edge.sources import Frame, FrameSource  # noqa: E402
+
+WAIT_MS = 20000
+
+
+@pytest.fixture()
+def models_dir(tmp_path, monkeypatch, r20_probed) -> Path:
+    """A models folder holding the default model, as RESNET_EDGE_MODELS."""
+    import shutil
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(r20_probed, folder / "cifar10-resnet20.onnx")
+    monkeypatch.setenv("RESNET_EDGE_MODELS", str(folder))
+    return folder
+
+
+def wait_results(qtbot, window: MainWindow, more: int = 1) -> None:
+    target = window.inference.results + more
+    qtbot.waitUntil(lambda: window.inference.results >= target, timeout=WAIT_MS)
+
+
+# --- not sure, smoothing, the classes ---------------------------------------------------------------
+
+
+def test_smoother_window_and_exponential():
+    frames = [np.array([1.0, 0.0]), np.array([0.0, 1.0]), np.array([0.5, 0.5]), np.array([1.0, 0.0])]
+    window = Smoother("window", 3)
+    out = [window.update(p) for p in frames]
+    np.testing.assert_allclose(out[-1], np.mean(frames[1:], axis=0))
+    ema = Smoother("ema", 0.25)
+    expected = frames[0]
+    ema.update(frames[0])
+    for p in frames[1:]:
+        expected = 0.25 * p + 0.75 * expected
+        got = ema.update(p)
+    np.testing.assert_allclose(got, expected)
+    np.testing.assert_array_equal(Smoother("off").update(frames[1]), frames[1])
+    assert np.isnan(window.update(np.array([np.nan, 0.0]))).any()  # NaN passes through and resets
+    np.testing.assert_array_equal(window.update(frames[0]), frames[0])
+
+
+def test_not_sure_rule_and_the_models_own_threshold():
+    prediction = top_k(np.array([[2.0, 1.0, 0.0]]), ["a", "b", "c"])[0]
+    shown = shown_prediction(prediction, prediction.probabilities, ["a", "b", "c"], threshold=0.7)
+    assert shown.label == "a" and shown.unsure and 0.6 < shown.probability < 0.7
+    assert not shown_prediction(prediction, prediction.probabilities, ["a", "b", "c"], 0.5).unsure
+    prediction.unsure = False  # a model's own out-of-distribution flag wins over the threshold
+    assert not is_unsure(prediction, 0.1, 0.9)
+    assert model_threshold({"teach": {"threshold": 0.8}}) == 0.8
+    assert model_threshold({"unsure.threshold": "0.35"}) == 0.35
+    assert model_threshold({"teach": {"threshold": 7}}) is None and model_threshold({}) is None
+
+
+def test_threshold_smoothing_and_classes_in_the_window(qtbot, make_window):
+    window = make_window()
+    wait_results(qtbot, window, 3)
+    assert window.classes_button.text() == "10 classes"
+    assert [a.text() for a in window.classes_menu.actions()] == window.model_info.labels
+
+    window.threshold_spin.setValue(100)  # as a user typing 100 %
+    assert window.threshold == 1.0
+    qtbot.waitUntil(lambda: window.video.prediction is not None and window.video.prediction.unsure, timeout=WAIT_MS)
+    assert window.video.prediction_text().startswith("not sure") and window.topk.heading().startswith("not sure")
+    window.set_threshold(0.0)
+    qtbot.waitUntil(lambda: window.video.prediction is not None and not window.video.prediction.unsure, timeout=WAIT_MS)
+    assert not window.video.prediction_text().startswith("not sure")
+
+    raw, checks = [], []
+
+    def check(result):  # runs after the window's own slot: what it shows now
+        if window.video.prediction is not None and window.video.prediction.raw is result.prediction:
+            raw.append(result.prediction.probabilities)
+            if len(raw) >= 3:
+                checks.append(np.allclose(window.topk.prediction.probabilities, np.mean(raw[-3:], axis=0), atol=1e-6))
+
+    window.smoothing_combo.setCurrentIndex(1)
+    window.smoothing_combo.activated.emit(1)  # "average of 3 frames"
+    window.inference.resultReady.connect(check)
+    qtbot.waitUntil(lambda: len(checks) >= 4, timeout=WAIT_MS)
+    assert all(checks)
+    rows = window.topk.rows()
+    assert rows == [(label, p) for label, _i, p in window.topk.prediction.top]
+
+
+def test_still_images_are_not_smoothed_and_show_their_file_name(qtbot, make_window, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png", "c.png"):
+        cv2.imwrite(str(folder / name), rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    window = make_window(source=str(folder))
+    window.set_smoothing("window", 10)
+    qtbot.waitUntil(lambda: window.video.caption in ("a.png", "b.png", "c.png"), timeout=WAIT_MS)
+    assert window.next_action.isEnabled() and window.previous_action.isEnabled()
+    window.set_paused(True)
+    assert window.pause_action.text() == "Resume"
+    qtbot.wait(300)
+    shown = window.video.caption
+    order = ["a.png", "b.png", "c.png"]
+    window.next_action.trigger()
+    qtbot.waitUntil(lambda: window.video.caption == order[(order.index(shown) + 1) % 3], timeout=WAIT_MS)
+    window.previous_action.trigger()
+    qtbot.waitUntil(lambda: window.video.caption == shown, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.last_result is not None and window.last_result.frame.id == shown, timeout=WAIT_MS)
+    # each picture stands alone: what is shown is that picture's own probabilities
+    np.testing.assert_allclose(window.topk.prediction.probabilities, window.last_result.prediction.probabilities)
+    window.set_paused(False)
+    assert window.pause_action.text() == "Pause"
+
+
+# --- what the model sees, where it looks ------------------------------------------------------------
+
+
+def test_crop_box_follows_the_policy_and_is_remembered_per_model(qtbot, make_window, tmp_path, models_dir):
+    photo = tmp_path / "wide.png"
+    cv2.imwrite(str(photo), np.random.default_rng(1).integers(0, 256, (360, 640, 3), dtype=np.uint8))
+    settings = tmp_path / "settings.ini"
+    window = make_window(source=str(photo), settings=settings)
+    window.resize(1200, 800)
+    qtbot.waitUntil(lambda: window.video.region is not None and window.model_info is not None, timeout=WAIT_MS)
+    assert window.video.region == (140, 0, 360, 360)  # a 32x32 model with crop ratio 1 sees the centre square
+    shown, box = window.video.image_rect(), window.video.region_rect()
+    scale = shown.width() / 640
+    assert box.left() == pytest.approx(shown.left() + 140 * scale) and box.width() == pytest.approx(360 * scale)
+    assert box.top() == pytest.approx(shown.top()) and box.height() == pytest.approx(shown.height())
+
+    index = window.policy_combo.findData("stretch")
+    window.policy_combo.setCurrentIndex(index)
+    window.policy_combo.activated.emit(index)  # as a user picking "whole frame, stretched"
+    assert window.video.region == (0, 0, 640, 360)
+    qtbot.waitUntil(lambda: window.last_result is not None and window.last_result.resize_policy == "stretch",
+                    timeout=WAIT_MS)
+    classifier = Classifier.load(models_dir / "cifar10-resnet20.onnx", provider="cpu", threads=1, quiet=True)
+    classifier.contract.preprocess = dataclasses.replace(classifier.contract.preprocess, resize_policy="stretch")
+    expected = classifier.classify(window.last_result.frame.image)[0]
+    np.testing.assert_allclose(window.last_result.prediction.probabilities, expected.probabilities, atol=1e-5)
+    window.shutdown()
+
+    again = make_window(source=str(photo), settings=settings)
+    qtbot.waitUntil(lambda: again.model_info is not None and again.video.region is not None, timeout=WAIT_MS)
+    assert again.policy == "stretch" and again.policy_combo.currentData() == "stretch"
+    assert again.video.region == (0, 0, 640, 360)
+
+
+def test_cam_overlay_is_drawn_in_the_crop_box(qtbot, make_window):
+    window = make_window()
+    assert window.cam_check.isChecked()
+    qtbot.waitUntil(lambda: window.video.cam is not None, timeout=WAIT_MS)
+    x, y, w, h = window.video.region
+    ch, cw = window.video.cam.shape  # the region's shape, at most CAM_SIDE pixels a side
+    assert max(ch, cw) <= 160 and abs(ch / cw - h / w) < 0.05
+    assert 0.0 <= window.video.cam.min() and window.video.cam.max() <= 1.0
+    assert window.last_probe.cam is not None and window.last_probe.cam.shape == (8, 8)
+    assert window.inference.cam_ms > 0
+    window.cam_check.setChecked(False)
+    assert window.video.cam is None
+    window.cam_check.setChecked(True)
+    assert window.video.cam is not None
+    window.video.grab()  # paints with the overlay without error
+
+
+# --- sources that fail honestly ---------------------------------------------------------------------
+
+
+def test_broken_video_file_says_so_once_and_goes_back_with_no_stale_label(qtbot, make_window, tmp_path):
+    window = make_window()
+    qtbot.waitUntil(lambda: window.video.prediction is not None and window.working_spec == "demo", timeout=WAIT_MS)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    failures = []
+    window.capture.failed.connect(lambda message: failures.append(
+        (message, window.video.prediction, window.topk.prediction)))  # after the window's own slot
+    window.set_source(str(broken))
+    assert window.video.prediction is None  # nothing of the old source is shown as the new one's
+    qtbot.waitUntil(lambda: bool(failures), timeout=WAIT_MS)
+    message, label, bars = failures[0]
+    assert "broken.mp4" in message and label is None and bars is None
+    qtbot.waitUntil(lambda: window.source_spec == "demo", timeout=WAIT_MS)
+    assert "back to demo" in window.statusBar().currentMessage()
+    assert window.source_combo.currentData() == "demo"
+    qtbot.waitUntil(lambda: window.video.prediction is not None and window.last_result.frame.kind == "demo",
+                    timeout=WAIT_MS)
+    qtbot.wait(500)
+    assert len(failures) == 1 and not window.capture.troubles  # said once, never retried like a camera
+
+
+def test_a_silent_camera_shows_no_prediction(qtbot, make_window):
+    release = threading.Event()
+
+    class Stuck(FrameSource):
+        kind, description = "camera", "stuck camera"
+
+        def __iter__(self):
+            rng = np.random.default_rng(0)
+            for index in range(10 ** 9):
+                if index == 20:
+                    release.wait(10)
+                threading.Event().wait(0.01)
+                yield Frame(str(index), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+
+    window = make_window(source="0", source_factory=lambda: Stuck(), stall_seconds=0.4)
+    try:
+        qtbot.waitUntil(lambda: window.video.message is not None, timeout=WAIT_MS)
+        qtbot.wait(200)
+        assert window.video.prediction is None and window.topk.prediction is None
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: window.video.message is None and window.video.prediction is not None, timeout=WAIT_MS)
+
+
+def test_auto_without_camera_says_so(qtbot, make_window, monkeypatch):
+    import gui.workers as workers
+
+    def no_camera(index, resolution=None):
+        raise UserError(f"camera {index} did not open (no such camera, or it is in use)")
+
+    monkeypatch.setattr(workers, "VideoSource", no_camera)
+    window = make_window(source="auto", source_factory=workers.source_factory("auto", camera=no_camera))
+    qtbot.waitUntil(lambda: window.capture.kind == "demo" and window.source_combo.currentText().startswith("auto:"),
+                    timeout=WAIT_MS)
+    assert window.source_combo.currentText() == "auto: no camera, demo"
+    assert window.video.caption.startswith("no camera found: showing the demo")  # on the video, not a fleeting line
+    assert "no camera" in window.status_labels["source"].text()
+
+
+def test_rescan_says_what_it_found(qtbot, make_window, monkeypatch):
+    import gui.workers as workers
+
+    monkeypatch.setattr(workers, "scan_cameras", lambda indices, skip: [])
+    window = make_window()
+    qtbot.waitUntil(lambda: window.model_info is not None, timeout=WAIT_MS)  # its own status line comes first
+    window.rescan_cameras(announce=True)
+    qtbot.waitUntil(lambda: "no camera found" in window.statusBar().currentMessage(), timeout=WAIT_MS)
+    monkeypatch.setattr(workers, "scan_cameras", lambda indices, skip: [0, 2])
+    window.rescan_cameras(announce=True)
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage() == "found camera 0, camera 2", timeout=WAIT_MS)
+    items = [window.source_combo.itemText(i) for i in range(window.source_combo.count())]
+    assert "Camera 0" in items and "Camera 2" in items and "Camera 1" not in items
+
+
+# --- a window that fits -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_window_fits_a_1366x768_screen_at_100_and_200_percent(qtbot, make_window, scale):
+    window = make_window()
+    taskbar = 40
+    available = QRect(0, 0, 1366 // scale, (768 - taskbar) // scale)  # what Qt reports in logical pixels
+    window.fit_to_screen(available)
+    qtbot.wait(50)
+    assert available.contains(window.frameGeometry()), (window.frameGeometry(), available)
+    expected = fit_rect(available)
+    frame = window.frameGeometry().size() - window.size()  # title bar and borders
+    assert window.width() >= expected.width() - frame.width() - 1  # not held larger by a minimum size,
+    assert window.height() >= expected.height() - frame.height() - 1  # not needlessly small
+    assert window.topk.isVisibleTo(window) and window.status_labels["source"].isVisibleTo(window)
+
+
+def overlapping(widgets):
+    rects = [(w, QRect(w.mapTo(w.window(), w.rect().topLeft()), w.size())) for w in widgets]
+    return [(a.objectName() or type(a).__name__, b.objectName() or type(b).__name__)
+            for i, (a, ra) in enumerate(rects) for b, rb in rects[i + 1:] if ra.intersects(rb)]
+
+
+def test_nothing_overlaps_at_800x600_and_resnet56_blocks_are_readable_at_1024x700(qtbot, make_window):
+    window = make_window()
+    window.resize(800, 600)
+    qtbot.wait(100)
+    parts = [window.video, window.side, window.block_panel, window.legend, window.channel_grid]
+    assert overlapping(parts) == []
+    assert window.legend.height() >= window.legend.sizeHint().height()  # one line, not squeezed
+    assert window.block_panel.height() >= window.block_panel.minimumHeight()
+
+    names = [f"layer{stage}.{index}" for stage in (1, 2, 3) for index in range(9)]  # ResNet-56: 27 blocks
+    window.resize(1024, 700)
+    qtbot.wait(100)
+    window.inference.probing = False  # keep the real model's probes from replacing the 27 blocks
+    qtbot.wait(300)
+    window.block_panel.set_blocks([BlockActivation(name, np.ones((4, 8, 8), np.float32), np.ones((4, 8, 8), np.float32))
+                                   for name in names])
+    rects, tile = window.block_panel._geometry()
+    assert len(rects) == 27 and rects[-1].right() <= window.block_panel.width()
+    assert min(r.width() for r in rects) >= 16 and tile >= 12  # a column per block, a visible heatmap
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+
+def test_settings_persist_between_runs(qtbot, make_window, tmp_path, models_dir, monkeypatch):
+    settings = tmp_path / "app.ini"
+    window = make_window(settings=settings)
+    qtbot.waitUntil(lambda: window.model_info is not None and window.working_spec == "demo", timeout=WAIT_MS)
+    window.fit_to_screen(QRect(0, 0, 700, 600))  # inside the offscreen platform's 800x800 screen
+    window.set_threshold(0.7)
+    window.smoothing_combo.setCurrentIndex(2)
+    window.smoothing_combo.activated.emit(2)
+    window.set_mirror(True)
+    window.cam_check.setChecked(False)
+    window.remember_folder(tmp_path)
+    window.shutdown()
+    size = window.size()  # as saved
+
+    again = make_window(settings=settings)
+    qtbot.waitUntil(lambda: again.model_info is not None, timeout=WAIT_MS)
+    assert again.size() == size
+    assert again.threshold == pytest.approx(0.7) and again.threshold_spin.value() == 70
+    assert again.smoothing_combo.currentIndex() == 2 and again.smoother.mode == "window" and again.smoother.amount == 5
+    assert again.mirror_check.isChecked() and again.capture.loop.mirror
+    assert not again.cam_check.isChecked() and again.last_folder() == str(tmp_path)
+
+    stored = app_settings(settings)
+    assert stored.value("start/source") == "demo"
+    assert Path(stored.value("start/model")) == models_dir / "cifar10-resnet20.onnx"
+    model, source, precision = remembered_start(build_parser().parse_args([]), stored)
+    assert (model, source, precision) == (str(models_dir / "cifar10-resnet20.onnx"), "demo", "fp32")
+    model, source, _ = remembered_start(build_parser().parse_args(["--source", "0"]), stored)
+    assert source == "0"  # the command line wins
+
+
+def test_files_dropped_on_the_window(qtbot, make_window, tmp_path, models_dir, monkeypatch):
+    window = make_window()
+    opened = []
+    monkeypatch.setattr(window, "open_model", opened.append)
+    model = models_dir / "cifar10-resnet20.onnx"
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(model))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    assert opened == [model]
+    photo = tmp_path / "p.jpg"
+    cv2.imwrite(str(photo), np.zeros((20, 20, 3), np.uint8))
+    assert window.handle_drop([photo]) and window.source_spec == str(photo)
+    assert not window.handle_drop([tmp_path / "notes.txt"])
+
+
+def test_video_only_full_screen(qtbot, make_window):
+    window = make_window()
+    window.fullscreen_action.trigger()
+    assert not window.side.isVisible() and not window.bottom.isVisible() and not window.toolbar.isVisible()
+    assert window.video.isVisible()
+    window.set_video_only(False)
+    assert window.side.isVisible() and window.bottom.isVisible() and not window.fullscreen_action.isChecked()
+
+
+# --- first launch on a minimal Linux ----------------------------------------------------------------
+
+
+def test_missing_qt_system_libraries_are_named_with_one_install_command(monkeypatch, capsys):
+    present = {"xcb-xkb", "xkbcommon-x11", "EGL", "GL", "xcb-image", "xcb-render-util"}
+    finder = lambda name: f"lib{name}.so" if name in present else None  # noqa: E731
+    missing = qtdeps.missing_system_libs(finder)
+    assert [lib.apt for lib in missing] == ["libxcb-cursor0", "libxcb-icccm4", "libxcb-keysyms1"]
+    assert qtdeps.install_command(missing, "apt-get", root=False) == \
+        "sudo apt-get install -y libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1"
+    assert qtdeps.install_command(missing, "dnf", root=True) == \
+        "dnf install -y xcb-util-cursor xcb-util-keysyms xcb-util-wm"
+    assert qtdeps.missing_system_libs(lambda name: "found") == []
+    assert qtdeps.needs_xcb("linux", {"QT_QPA_PLATFORM": "xcb"})
+    assert not qtdeps.needs_xcb("linux", {"QT_QPA_PLATFORM": "offscreen"})
+    assert not qtdeps.needs_xcb("win32", {}) and not qtdeps.needs_xcb("linux", {"WAYLAND_DISPLAY": "wayland-0"})
+
+    # the app checks before it creates the QApplication: one message, exit 2, no abort
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    monkeypatch.setattr(qtdeps, "default_finder", finder)
+    monkeypatch.setattr(qtdeps, "package_manager", lambda: "apt-get")
+    assert main(["--source", "demo"]) == 2
+    err = capsys.readouterr().err
+    assert "missing system libraries" in err and "apt-get install -y libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1" in err
+
+
+# --- the lab's verdict ------------------------------------------------------------------------------
+
+
+def test_lab_judges_only_on_enough_seeds(qtbot, tmp_path):
+    from gui.widgets.lab import MIN_SEEDS, LabTab, verdict_line
+
+    assert verdict_line(False, "plain bounded 0/5", 2).startswith("too few seeds to judge (2;")
+    assert verdict_line(True, "x", MIN_SEEDS) == "HOLDS: x" and verdict_line(False, "x", 7) == "DOES NOT HOLD: x"
+    tab = LabTab(tmp_path)
+    qtbot.addWidget(tab)
+    assert tab.seeds_spin.value() == MIN_SEEDS == 5  # the one-click run uses as many seeds as the CLI
+    assert tab.verdict_label.text() == "no run yet"
+
+
+def test_snapshot_from_the_lab_tab_and_dialogs_at_the_last_folder(qtbot, make_window, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    window = make_window()
+    qtbot.waitUntil(lambda: window.video.prediction is not None, timeout=WAIT_MS)
+    window.tabs.setCurrentWidget(window.lab)
+    path = window.snapshot(tmp_path / "shot.png")
+    image = cv2.imread(str(path))
+    assert image.shape[:2] == (window.live_view.height(), window.live_view.width())  # the live view, not the lab
+
+    photo = tmp_path / "pictures" / "p.png"
+    photo.parent.mkdir()
+    cv2.imwrite(str(photo), np.zeros((20, 30, 3), np.uint8))
+    asked = []
+
+    def fake_dialog(parent, title, start, filters):
+        asked.append(start)
+        return str(photo), filters
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(fake_dialog))
+    window._choose_source_file()
+    assert window.source_spec == str(photo)
+    window._choose_source_file()  # the second dialog opens where the first file was
+    assert asked[1] == str(photo.parent)
