@@ -411,7 +411,7 @@ def _checkpoint_cases():
         # resnet32 has 2 more blocks in each of 3 stages, 12 tensors each: 72 keys resnet20 lacks
         "resnet32 weights for resnet20": (save(create_model("resnet32").state_dict()),
                                           "does not fit architecture resnet20: 72 unexpected (e.g. layer1.3.conv1.weight)"),
-        "our checkpoint of another arch": (save(ours(arch="resnet32")), "holds a resnet32, not a resnet20 (use --arch resnet32)"),
+        "our checkpoint of another arch": (save(ours(arch="resnet32")), "holds a resnet32, not a resnet20 (leave out --arch, or use --arch resnet32)"),
         "truncated checkpoint": (truncated, "not a readable PyTorch checkpoint"),
         "empty checkpoint": (raw(b""), "empty file, not a PyTorch checkpoint"),
         "Git LFS pointer checkpoint": (raw(b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n"),

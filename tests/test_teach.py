@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import cv2
@@ -301,6 +302,7 @@ def test_unreadable_and_huge_images_are_skipped_with_a_warning(project, tmp_path
     (root / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     huge = bytearray(cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes())
     huge[16:24] = (100_000).to_bytes(4, "big") + (100_000).to_bytes(4, "big")  # IHDR claims 10^10 pixels
+    huge[29:33] = zlib.crc32(bytes(huge[12:29])).to_bytes(4, "big")  # a valid header: refused for its size alone
     (root / "blue" / "huge.png").write_bytes(bytes(huge))
     out = tmp_path / "out.onnx"
     assert main(["teach", str(root), "-b", BACKBONE, "-o", str(out), "--no-progress", "--augment", "0"]) == 0
