@@ -23,7 +23,7 @@ from ..labelsets import load_labels
 from ..metadata import ModelContract, probe_output_names
 from ..preprocess import PreprocessSpec, default_spec, preprocess
 from ..synthetic import synthetic_frames
-from .checkpoint import load_checkpoint, load_weights, spec_from_checkpoint
+from .checkpoint import check_architecture, load_checkpoint, load_weights, spec_from_checkpoint
 from .nets import ProbedModel, ResNetBase, create_model, model_spec
 
 MIN_OPSET = 17
@@ -71,8 +71,10 @@ def build_for_export(options: ExportOptions, log=print) -> tuple[ResNetBase, lis
         state = load_checkpoint(options.checkpoint)
         if state.get("arch") and state["arch"] != options.arch:
             raise UserError(f"{options.checkpoint} holds a {state['arch']}, not a {options.arch} (use --arch {state['arch']})")
-    labels = load_labels(options.labels) if options.labels else state.get("labels")
     weights = state.get("model", {})
+    if options.checkpoint:  # shapes against the architecture before any network is built (meta device)
+        check_architecture(options.arch, weights, options.checkpoint, state.get("model_kwargs"))
+    labels = load_labels(options.labels) if options.labels else state.get("labels")
     if labels is None:
         fc = weights.get("fc.weight")
         classes = int(fc.shape[0]) if fc is not None else (10 if spec_entry.layout == "cifar" else 1000)
