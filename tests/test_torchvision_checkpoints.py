@@ -99,6 +99,7 @@ def test_every_published_layout_loads(tmp_path, arch, counters, container):
     _check_loads(save(reference, tmp_path / f"{arch}.pth", container), arch, reference)
 
 
+@pytest.mark.slow
 def test_v1_file_exports_with_imagenet_preprocessing(tmp_path):
     """The issue's case: a V1 file (no counters) was refused with "20 missing"; it exports now."""
     import json
