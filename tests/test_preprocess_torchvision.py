@@ -86,9 +86,9 @@ def test_visible_region_of_each_policy():
     assert visible_region(v2, 1000, 1000) == pytest.approx((4 * 1000 / 232,) * 2 + (224 * 1000 / 232,) * 2)
     assert visible_region(PreprocessSpec((32, 32), resize_policy="stretch"), 480, 640) == (0.0, 0.0, 640.0, 480.0)
     assert visible_region(PreprocessSpec((224, 224), resize_policy="letterbox"), 480, 640) == (0.0, 0.0, 640.0, 480.0)
-    # a tall frame under center_crop: the full width, the middle rows
+    # a tall frame under center_crop: 200 wide -> 256, the middle 224 columns (12.5 + 175 + 12.5), the middle rows
     x, y, w, h = visible_region(center, 1000, 200)
-    assert x == 0 and w == pytest.approx(175.0) and y + h / 2 == pytest.approx(500.0, abs=3)
+    assert x == 12.5 and w == pytest.approx(175.0) and y + h / 2 == pytest.approx(500.0, abs=3)
 
 
 def test_visible_region_is_what_the_model_sees():
