@@ -125,6 +125,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--seed", type=int, default=0)
     _add_preprocess_flags(p, for_models_without_metadata=False)
+    p.add_argument("--resize-size", type=int, help="shorter side before the centre crop (default 256 for ImageNet "
+                                                   "nets, torchvision's V1; 232 for V2 resnet50/101/152)")
     p.set_defaults(run=_run_export)
 
 
@@ -134,7 +136,7 @@ def _run_export(args: argparse.Namespace) -> int:
     export(ExportOptions(
         arch=args.arch, output=args.output, checkpoint=args.checkpoint, labels=args.labels, probes=args.probes,
         opset=args.opset, input_size=args.input_size, mean=args.mean, std=args.std, color_order=args.color_order,
-        crop_ratio=args.crop_ratio, force=args.force, seed=args.seed))
+        crop_ratio=args.crop_ratio, resize_size=args.resize_size, force=args.force, seed=args.seed))
     return 0
 
 
