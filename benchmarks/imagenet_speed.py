@@ -8,11 +8,17 @@ published files give the same graph, so the same times) and quantized with our q
 int8, calibrated on synthetic frames). Then, batch 1, every engine of every net runs once per round, in
 turn (round robin), so load changes on a shared machine hit all of them alike; p50/p99 per engine and the
 speed-up of each ONNX Runtime model over PyTorch eager of the same net.
+
+Both engines wait for work without spinning: ONNX Runtime with allow_spinning 0 (as our live paths run it),
+PyTorch's OpenMP with OMP_WAIT_POLICY=PASSIVE (set here before torch is imported, unless already set). On a
+machine whose cores are shared, OpenMP's default busy-waiting made eager several times slower than it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -22,9 +28,20 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
 
 from resnet_edge.quantize import QuantizeOptions, quantize  # noqa: E402
 from resnet_edge.synthetic import synthetic_frames  # noqa: E402
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             run(x)
             times[name].append(time.perf_counter() - start)
 
-    print(f"batch 1, 224x224, {args.threads} threads, {args.repeats} interleaved rounds (fresh weights)")
+    print(f"{cpu_name()}; batch 1, 224x224, {args.threads} threads, {args.repeats} interleaved rounds (fresh weights), "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     print(f"{'engine':<36}{'p50 ms':>9}{'p99 ms':>9}{'vs eager':>10}")
     for name, values in times.items():
         arch = name.split()[0]

@@ -317,7 +317,8 @@ def _run_info(args: argparse.Namespace) -> int:
         print(f"  arch {contract.arch}, precision {contract.precision}, {len(contract.blocks)} residual blocks, "
               f"probes {'x_l and F(x_l) for every block' if probe_names else 'none'}")
         print(f"  input {spec.input_size[0]}x{spec.input_size[1]} {spec.color_order}, {spec.resize_policy} "
-              f"(crop ratio {spec.crop_ratio}), mean {list(spec.mean)}, std {list(spec.std)}")
+              f"(crop ratio {spec.crop_ratio}{f', resize {spec.resize_size}' if spec.resize_size else ''}), "
+              f"mean {list(spec.mean)}, std {list(spec.std)}")
         print(f"  labels: {labels}")
     else:
         print(f"  no resnet-edge contract: {problem}")

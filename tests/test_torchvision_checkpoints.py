@@ -290,6 +290,17 @@ def test_legacy_file_declaring_more_storage_than_it_holds_is_refused(tmp_path):
     assert honest["model"]["fc.bias"].shape == (3,)
 
 
+def test_a_legacy_file_dressed_as_a_zip_is_still_checked_as_torch_reads_it(tmp_path):
+    """An empty zip directory appended: Python's zipfile sees a zip, torch (which looks at the first bytes) a
+    legacy pickle. The legacy check runs all the same."""
+    path = _legacy_file(tmp_path / "polyglot.pth", numel=10**10, stored=3)
+    with open(path, "ab") as handle:
+        handle.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0, 0, 0, path.stat().st_size, 0))
+    assert zipfile.is_zipfile(path)
+    with pytest.raises(UserError, match="its storages declare 40.0 GB"):
+        load_checkpoint(path)
+
+
 def test_long_torch_errors_are_cut_at_a_word_never_mid_word():
     from resnet_edge.training.checkpoint import shorten
 

@@ -85,7 +85,10 @@ def load_checkpoint(path: str | Path) -> dict:
         head = handle.read(40)
     if head.startswith(b"version https://git-lfs"):
         raise UserError(f"{path} is a Git LFS pointer file, not the checkpoint: run `git lfs pull` to fetch it")
-    if zipfile.is_zipfile(path):
+    # torch takes a file for a zip when it starts with a zip local header, Python's zipfile when its end holds a
+    # zip directory: a file can be both, so each container's checks run whenever either reader would use it
+    torch_reads_zip = head.startswith(b"PK\x03\x04")
+    if torch_reads_zip or zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
                 entries = archive.infolist()
@@ -94,9 +97,9 @@ def load_checkpoint(path: str | Path) -> dict:
         if any(e.filename.endswith("constants.pkl") or "/code/" in e.filename for e in entries):
             raise UserError(f"{path}: a TorchScript archive, not a state_dict checkpoint; refusing to load it")
         check_zip_directory(path, entries)
-    elif is_tar_archive(path):
-        raise UserError(tar_archive_message(path))
-    else:
+    if not torch_reads_zip:
+        if is_tar_archive(path):
+            raise UserError(tar_archive_message(path))
         check_legacy_storages(path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; we say what matters
@@ -226,15 +229,38 @@ class _StorageScanner(pickle.Unpickler):
         return _Stub()
 
 
+class _Bounded:
+    """A file whose reads never ask for more than is left in it: a pickle opcode may declare a 4 GB string, and
+    the unpickler would allocate what it asks for before finding the file short."""
+
+    def __init__(self, handle: Any, size: int) -> None:
+        self.handle, self.size = handle, size
+
+    def _left(self, wanted: int | None) -> int:
+        left = max(0, self.size - self.handle.tell())
+        return left if wanted is None or wanted < 0 else min(wanted, left)
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self.handle.read(self._left(size))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self.handle.readline(self._left(size))
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)
+        return self.handle.readinto(view[: self._left(len(view))])
+
+
 def check_legacy_storages(path: Path) -> None:
     """A legacy (non-zip) checkpoint declares each storage's element count in its pickle and torch allocates
     that much before reading the bytes: the declared total must fit in the file."""
     file_size = path.stat().st_size
     try:
-        with open(path, "rb") as handle:
-            if handle.read(1) != b"\x80":  # not a pickle: torch.load names what it is
+        with open(path, "rb") as raw:
+            if raw.read(1) != b"\x80":  # not a pickle: torch.load names what it is
                 return
-            handle.seek(0)
+            raw.seek(0)
+            handle = _Bounded(raw, file_size)
             for _ in range(3):  # magic number, protocol version, sys_info
                 _StorageScanner(handle).load()
             scanner = _StorageScanner(handle)
