@@ -2,6 +2,7 @@
 
     python benchmarks/preprocess_speed.py                 # 640x480 frames, 300 rounds
     python benchmarks/preprocess_speed.py --rounds 100 --accuracy
+    python benchmarks/preprocess_speed.py --input-side 32 --width 1920 --height 1080    # a CIFAR net, 1080p frames
 
 Speed: ``preprocess`` (geometry + colour + normalisation, one frame, as the app calls it) for an ImageNet
 model (224, Resize 256) on a 640x480 frame, against the previous path (a 0.875 square cut first, then
@@ -29,15 +30,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from resnet_edge.preprocess import (PreprocessSpec, as_bgr_uint8, fit_frame, frame_geometry,  # noqa: E402
                                     normalize, preprocess)
 
-SPEC = PreprocessSpec((224, 224), resize_size=256)
+SPEC = PreprocessSpec((224, 224), crop_ratio=224 / 256, resize_size=256)
 
 
 def previous_fit(frame: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """The path before torchvision's geometry: a crop_ratio square cut from the frame, then INTER_AREA."""
+    ratio = spec.crop_ratio
     frame = as_bgr_uint8(frame)
     frame_h, frame_w = frame.shape[:2]
     in_h, in_w = spec.input_size
-    scale = min(frame_h / in_h, frame_w / in_w) * 0.875
+    scale = min(frame_h / in_h, frame_w / in_w) * ratio
     crop_h, crop_w = max(1, min(frame_h, round(in_h * scale))), max(1, min(frame_w, round(in_w * scale)))
     top, left = (frame_h - crop_h) // 2, (frame_w - crop_w) // 2
     region = frame[top : top + crop_h, left : left + crop_w]
@@ -79,10 +81,11 @@ def pil_reference(bgr: np.ndarray, resize_size: int = 256, crop: int = 224) -> n
     return resized[top : top + crop, left : left + crop]
 
 
-def speed(rounds: int, height: int, width: int) -> None:
+def speed(rounds: int, height: int, width: int, side: int) -> None:
     frame = photo_like(height, width, seed=0)
-    paths = {"previous (0.875 square, INTER_AREA)": lambda f: normalize(previous_fit(f, SPEC)[None], SPEC),
-             "ours (torchvision geometry)": lambda f: preprocess(f, SPEC)}
+    spec = SPEC if side == 224 else PreprocessSpec((side, side), crop_ratio=1.0)  # CIFAR nets: no margin cut
+    paths = {f"previous ({spec.crop_ratio:g} square, INTER_AREA)": lambda f: normalize(previous_fit(f, spec)[None], spec),
+             "ours (torchvision geometry)": lambda f: preprocess(f, spec)}
     times: dict[str, list[float]] = {name: [] for name in paths}
     for run in paths.values():  # warm-up
         run(frame)
@@ -91,7 +94,7 @@ def speed(rounds: int, height: int, width: int) -> None:
             start = time.perf_counter()
             run(frame)
             times[name].append(time.perf_counter() - start)
-    print(f"preprocess one {width}x{height} frame -> 1x3x224x224, {rounds} interleaved rounds")
+    print(f"preprocess one {width}x{height} frame -> 1x3x{side}x{side}, {rounds} interleaved rounds")
     print(f"{'path':<38}{'p50 ms':>9}{'p99 ms':>9}")
     for name, values in times.items():
         print(f"{name:<38}{1e3 * np.percentile(values, 50):>9.3f}{1e3 * np.percentile(values, 99):>9.3f}")
@@ -124,10 +127,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--input-side", type=int, default=224, help="224: ImageNet (Resize 256); else a CIFAR-style net")
     parser.add_argument("--accuracy", action="store_true", help="also compare each resampler with PIL (needs Pillow)")
     args = parser.parse_args()
     cv2.setNumThreads(1)  # as the app's inference worker runs it: one frame at a time
-    speed(args.rounds, args.height, args.width)
+    speed(args.rounds, args.height, args.width, args.input_side)
     if args.accuracy:
         accuracy()
 

@@ -162,13 +162,8 @@ class ModelContract:
 def resize_entry(spec: PreprocessSpec) -> dict[str, Any]:
     """The ``resize`` value: policy and crop_ratio as always, plus resize_size (when known) and interpolation."""
     entry: dict[str, Any] = {"policy": spec.resize_policy, "crop_ratio": spec.crop_ratio}
-    if spec.resize_policy == "center_crop":
-        side = spec.resize_size
-        if side is None:  # a ratio that gives a whole shorter side (224 / 0.875 = 256) is a known resize size
-            derived = min(spec.input_size) / spec.crop_ratio
-            side = round(derived) if abs(derived - round(derived)) < 1e-6 else None
-        if side is not None:
-            entry["resize_size"] = int(side)
+    if spec.resize_policy == "center_crop" and spec.resize_size is not None:
+        entry["resize_size"] = spec.resize_size
     entry["interpolation"] = spec.interpolation
     return entry
 

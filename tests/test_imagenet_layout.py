@@ -40,7 +40,10 @@ def test_metadata_resize_keeps_old_fields_and_adds_resize_size():
     assert round(224 / resize["crop_ratio"]) == 232  # what an older reader computes from crop_ratio alone
     assert ModelContract.from_props(props).preprocess.resize_size == 232
     old = ModelContract.from_props(_props(policy="center_crop", crop_ratio=0.875))  # a file from before
-    assert old.preprocess.resize_size is None and old.preprocess.crop_ratio == 0.875
+    assert old.preprocess.resize_size == 256 and old.preprocess.crop_ratio == 0.875  # 224 / 0.875
+    odd = ModelContract.from_props(_props(policy="center_crop", crop_ratio=0.8))  # 280: a whole side too
+    assert odd.preprocess.resize_size == 280
+    assert ModelContract.from_props(_props(policy="center_crop", crop_ratio=0.9)).preprocess.resize_size is None
     assert ModelContract.from_props(_props(policy="letterbox")).preprocess.resize_policy == "letterbox"
     with pytest.raises(MetadataError, match="resize_size"):
         ModelContract.from_props(_props(policy="center_crop", resize_size=100))
