@@ -308,6 +308,16 @@ def test_a_legacy_file_dressed_as_a_zip_is_still_checked_as_torch_reads_it(tmp_p
         load_checkpoint(path)
 
 
+def test_a_legacy_file_whose_pickle_cannot_be_checked_is_refused(tmp_path):
+    """Cut inside its main pickle: the scan cannot add up its storages, so torch's reader (which would
+    allocate them as it meets them) is not let at it."""
+    path = save(torchvision_state_dict("resnet18", counters=False), tmp_path / "r18.pth", "legacy")
+    data = path.read_bytes()
+    path.write_bytes(data[:5_000])  # inside the main pickle (the pickles are at the front, the storages after)
+    with pytest.raises(UserError, match="refused: a legacy checkpoint whose pickle could not be checked"):
+        load_checkpoint(path)
+
+
 def test_long_torch_errors_are_cut_at_a_word_never_mid_word():
     from resnet_edge.training.checkpoint import shorten
 

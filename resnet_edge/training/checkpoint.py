@@ -229,6 +229,9 @@ class _StorageScanner(pickle.Unpickler):
         return _Stub()
 
 
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER, the first pickle of a legacy file
+
+
 class _Bounded:
     """A file whose reads never ask for more than is left in it: a pickle opcode may declare a 4 GB string, and
     the unpickler would allocate what it asks for before finding the file short."""
@@ -261,14 +264,20 @@ def check_legacy_storages(path: Path) -> None:
                 return
             raw.seek(0)
             handle = _Bounded(raw, file_size)
+            if _StorageScanner(handle).load() != _LEGACY_MAGIC:  # not torch's: torch.load stops at its magic number
+                return
+    except Exception:  # not a pickle at all: torch.load says so in one line below
+        return
+    try:
+        with open(path, "rb") as raw:
+            handle = _Bounded(raw, file_size)
             for _ in range(3):  # magic number, protocol version, sys_info
                 _StorageScanner(handle).load()
             scanner = _StorageScanner(handle)
             scanner.load()
-    except Exception as error:  # a malformed stream: torch.load's own error says it in one line below
-        if isinstance(error, ValueError) and "storage" in str(error):
-            raise UserError(f"{path}: refused: {error}") from None
-        return
+    except Exception as error:  # torch's reader would allocate storages before meeting what stopped the scan
+        reason = shorten(first_line(error) or type(error).__name__, 120)
+        raise UserError(f"{path}: refused: a legacy checkpoint whose pickle could not be checked ({reason})") from None
     declared = sum(scanner.storages.values())
     if declared > min(file_size, MAX_DECLARED_BYTES):
         raise UserError(f"{path}: refused: its storages declare {_size(declared)} but the file holds "
