@@ -79,8 +79,9 @@ class PreprocessSpec:
                 object.__setattr__(self, "crop_ratio", min(height, width) / self.resize_size)
             else:
                 derived = min(height, width) / self.crop_ratio
-                if abs(derived - round(derived)) < 1e-9:
+                if abs(derived - round(derived)) < 1e-9 and round(derived) <= 16384:
                     object.__setattr__(self, "resize_size", int(round(derived)))
+                    object.__setattr__(self, "crop_ratio", min(height, width) / self.resize_size)
         try:
             mean = np.asarray(self.mean, dtype=np.float32)
             std = np.asarray(self.std, dtype=np.float32)
