@@ -78,6 +78,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--seed", type=int, default=0)
     _add_preprocess_flags(p, for_models_without_metadata=False)
+    p.add_argument("--resize-size", type=int, help="shorter side before the centre crop (default 256 for ImageNet "
+                                                   "nets, torchvision's V1; 232 for V2 resnet50/101/152)")
     p.set_defaults(run=_run_export)
 
 
@@ -87,7 +89,7 @@ def _run_export(args: argparse.Namespace) -> int:
     export(ExportOptions(
         arch=args.arch, output=args.output, checkpoint=args.checkpoint, labels=args.labels, probes=args.probes,
         opset=args.opset, input_size=args.input_size, mean=args.mean, std=args.std, color_order=args.color_order,
-        crop_ratio=args.crop_ratio, force=args.force, seed=args.seed))
+        crop_ratio=args.crop_ratio, resize_size=args.resize_size, force=args.force, seed=args.seed))
     return 0
 
 
@@ -292,7 +294,8 @@ def _run_info(args: argparse.Namespace) -> int:
         print(f"  arch {p(contract.arch)}, precision {p(contract.precision)}, {len(contract.blocks)} residual blocks, "
               f"probes {'x_l and F(x_l) for every block' if probe_names else 'none'}")
         print(f"  input {spec.input_size[0]}x{spec.input_size[1]} {spec.color_order}, {spec.resize_policy} "
-              f"(crop ratio {spec.crop_ratio}), mean {list(spec.mean)}, std {list(spec.std)}")
+              f"(crop ratio {spec.crop_ratio}{f', resize {spec.resize_size}' if spec.resize_size else ''}), "
+              f"mean {list(spec.mean)}, std {list(spec.std)}")
         print(f"  labels: {labels}")
     else:
         print(f"  no resnet-edge contract: {p(problem)}")

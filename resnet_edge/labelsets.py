@@ -8,7 +8,8 @@ from pathlib import Path
 from .errors import UserError
 
 _BUILTIN_DIR = Path(__file__).resolve().parent / "labels"
-BUILTIN = {"imagenet": "imagenet1k.txt", "imagenet1k": "imagenet1k.txt", "cifar10": "cifar10.txt"}
+BUILTIN = {"imagenet": "imagenet1k.txt", "imagenet1k": "imagenet1k.txt", "cifar10": "cifar10.txt",
+           "imagenet_wnids": "imagenet1k_wnids.txt"}  # the WordNet id of each ImageNet class, in the same order
 
 
 def load_labels(spec: str) -> list[str]:

@@ -8,8 +8,15 @@ Every value is JSON-encoded text, so Netron shows it and a bare ONNX Runtime scr
     mean, std      [0.49, 0.48, 0.45]         per channel, 0..1 scale, in color_order
     color_order    "RGB"                      channel order of the input tensor
     input_size     [32, 32]                   [H, W]
-    resize         {"policy": "center_crop", "crop_ratio": 1.0}
-                                              how a frame of another size is brought to input_size
+    resize         {"policy": "center_crop", "crop_ratio": 0.875, "resize_size": 256,
+                    "interpolation": "bilinear_antialias"}
+                                              how a frame of another size is brought to input_size:
+                                              policy center_crop | stretch | letterbox; crop_ratio = input /
+                                              resize_size (what older readers use); resize_size, when known, the
+                                              shorter side before the centre crop (torchvision's Resize(256));
+                                              interpolation, how pixels are resampled
+    label_ids      ["n01440764", ...]         optional: an id per label, in output order (ImageNet: WordNet ids,
+                                              which tell apart labels with the same name)
     layout         "NCHW"                     input tensor layout
     arch           "resnet20"                 registry name of the network
     blocks         ["layer1.0", ...]          residual block names in forward order
@@ -30,7 +37,7 @@ from typing import Any, Mapping
 
 from .budgets import MAX_LABEL_CHARS, MAX_LABELS, MAX_NAME_CHARS
 from .errors import UserError
-from .preprocess import COLOR_ORDERS, RESIZE_POLICIES, PreprocessSpec
+from .preprocess import COLOR_ORDERS, INTERPOLATIONS, RESIZE_POLICIES, PreprocessSpec
 
 CONTRACT_FORMAT = "resnet-edge/1"
 REQUIRED_KEYS = ("labels", "mean", "std", "color_order", "input_size")
@@ -63,7 +70,7 @@ class ModelContract:
             "std": [round(float(v), 6) for v in spec.std],
             "color_order": spec.color_order,
             "input_size": list(spec.input_size),
-            "resize": {"policy": spec.resize_policy, "crop_ratio": spec.crop_ratio},
+            "resize": resize_entry(spec),
             "layout": self.layout,
             "arch": self.arch,
             "blocks": list(self.blocks),
@@ -115,9 +122,22 @@ class ModelContract:
         crop_ratio = resize.get("crop_ratio", 1.0)
         if isinstance(crop_ratio, bool) or not isinstance(crop_ratio, (int, float)) or not 0 < crop_ratio <= 1:
             raise MetadataError(f"{source}: metadata crop_ratio must be in (0, 1], got {crop_ratio!r}")
+        resize_size = resize.get("resize_size")
+        if resize_size is not None and (isinstance(resize_size, bool) or not isinstance(resize_size, int)
+                                        or not min(size) <= resize_size <= 16384):
+            raise MetadataError(f"{source}: metadata resize_size must be a whole number from the input side to 16384, "
+                                f"got {resize_size!r}")
+        interpolation = resize.get("interpolation", INTERPOLATIONS[0])
+        if interpolation not in INTERPOLATIONS:
+            raise MetadataError(f"{source}: metadata interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        label_ids = values.get("label_ids")
+        if label_ids is not None and (not isinstance(label_ids, list) or len(label_ids) != len(labels)
+                                      or not all(isinstance(x, str) for x in label_ids)):
+            raise MetadataError(f"{source}: metadata 'label_ids' must be a list of {len(labels)} strings, one per label")
         try:
             spec = PreprocessSpec(input_size=(size[0], size[1]), mean=mean, std=std, color_order=color_order,
-                                  resize_policy=resize.get("policy", "center_crop"), crop_ratio=float(crop_ratio))
+                                  resize_policy=resize.get("policy", "center_crop"), crop_ratio=float(crop_ratio),
+                                  resize_size=resize_size, interpolation=interpolation)
         except UserError as error:  # the checks above should catch it all; keep the promised error type
             raise MetadataError(f"{source}: metadata preprocessing is unusable: {error}") from None
         blocks = values.get("blocks") or []
@@ -154,6 +174,13 @@ def _check_sizes(values: Mapping[str, Any], labels: list[str], source: str) -> N
     blocks = values.get("blocks")
     if isinstance(blocks, list) and (len(blocks) > MAX_LABELS or any(len(str(b)) > MAX_NAME_CHARS for b in blocks)):
         raise MetadataError(f"{source}: metadata 'blocks' is too large (over {MAX_LABELS:,} names or {MAX_NAME_CHARS} characters)")
+def resize_entry(spec: PreprocessSpec) -> dict[str, Any]:
+    """The ``resize`` value: policy and crop_ratio as always, plus resize_size (when known) and interpolation."""
+    entry: dict[str, Any] = {"policy": spec.resize_policy, "crop_ratio": spec.crop_ratio}
+    if spec.resize_policy == "center_crop" and spec.resize_size is not None:
+        entry["resize_size"] = spec.resize_size
+    entry["interpolation"] = spec.interpolation
+    return entry
 
 
 def _floats(value: Any, key: str, source: str) -> tuple[float, float, float]:

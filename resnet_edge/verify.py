@@ -1,7 +1,9 @@
 """`resnet-edge verify`: what quantization cost, measured on labelled images.
 
 Any mix of a PyTorch checkpoint and ONNX models (fp32, int8, fp16) is run over the same images:
-- top-1 accuracy of each (class folder names map to each model's labels by name),
+- top-1 accuracy of each (class folder names map to each model's labels by name, or by id where the model
+  carries ``label_ids``: ImageNet folders named by WordNet id, n01440764/..., resolve the names ImageNet uses
+  twice, crane at 134 and 517, maillot at 638 and 639, by index),
 - top-1 agreement and the largest logit difference between every pair,
 - per residual block, the quantization error of x_l and F(x_l): SQNR = 10 log10(sum ref^2 / sum (ref - q)^2)
   in dB over a subset of images, from the probe outputs of a low-precision model and its fp32 reference.
@@ -107,6 +109,7 @@ class OnnxCandidate:
         self.classifier = Classifier.load(path, provider=provider, threads=threads)
         self.path = Path(path)
         self.labels = self.classifier.labels
+        self.label_ids = self.classifier.contract.extra.get("label_ids")  # checked by the metadata parser
         self.precision = self.classifier.contract.precision
         self.provider = self.classifier.provider
         self.blocks = self.classifier.contract.blocks
@@ -156,13 +159,27 @@ def _display_names(paths: list[Path]) -> list[str]:
     return [str(p) if names.count(p.name) > 1 else p.name for p in paths]
 
 
-def _label_map(classes: list[str], labels: list[str], name: str) -> np.ndarray:
-    """Index of each class folder in a model's labels; a class the model does not know is an error."""
-    missing = [c for c in classes if c not in labels]
-    if missing:
-        shown = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
-        raise UserError(f"class folder {missing[0]!r} is not a label of {name} (its labels: {shown})")
-    return np.array([labels.index(c) for c in classes])
+def _label_map(classes: list[str], labels: list[str], name: str, label_ids: list[str] | None = None) -> np.ndarray:
+    """Index of each class folder in a model's outputs: by id where the model has ``label_ids`` and the folder
+    is named by one (ImageNet's WordNet ids), else by label name. A class the model does not know, or a name
+    that two outputs share, is an error."""
+    ids = {label_id: index for index, label_id in enumerate(label_ids or [])}
+    indices = []
+    for cls in classes:
+        if cls in ids:
+            indices.append(ids[cls])
+            continue
+        if cls not in labels:
+            shown = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
+            by_id = " or one of its label ids (e.g. " + ", ".join(label_ids[:2]) + ")" if label_ids else ""
+            raise UserError(f"class folder {cls!r} is not a label{by_id} of {name} (its labels: {shown})")
+        if labels.count(cls) > 1:
+            where = " and ".join(str(i) for i, label in enumerate(labels) if label == cls)
+            hint = (" (name the folders by label id instead, e.g. " +
+                    " and ".join(label_ids[i] for i, label in enumerate(labels) if label == cls) + ")") if label_ids else ""
+            raise UserError(f"class folder {cls!r} names two outputs of {name} ({where}){hint}")
+        indices.append(labels.index(cls))
+    return np.array(indices)
 
 
 def sqnr_db(signal_power: float, noise_power: float) -> float | None:
@@ -225,7 +242,8 @@ def verify(options: VerifyOptions, out=None) -> Report:
     data = labelled_set(options.data, options.split, options.max_images)
     candidates = _load_candidates(options)
     names = _display_names([c.path for c in candidates])
-    label_maps = [_label_map(data.classes, c.labels, name) for c, name in zip(candidates, names)]
+    label_maps = [_label_map(data.classes, c.labels, name, getattr(c, "label_ids", None))
+                  for c, name in zip(candidates, names)]
     results = [ModelResult(name, str(c.path), c.kind, c.precision, c.provider) for c, name in zip(candidates, names)]
 
     predictions: list[list[str]] = [[] for _ in candidates]  # predicted label names, per model

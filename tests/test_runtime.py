@@ -31,8 +31,10 @@ def test_preprocess_normalises_in_model_colour_order():
 
 def test_center_crop_takes_the_middle_of_a_wide_frame():
     frame = np.zeros((480, 640, 3), np.uint8)
-    frame[:, 80:560] = 255  # the central 480x480 square is white, the side bands black
-    assert crop_box((480, 640), CIFAR) == (0, 80, 480, 480)
+    frame[:, 60:580] = 255  # the central 520x480 is white, the side bands black (beyond the antialias filter)
+    # torchvision's geometry: the shorter side to 32, the longer to int(32 * 640 / 480) = 42, the centre 32 cut at
+    # round((42 - 32) / 2) = 5: frame columns 5 * 640 / 42 = 76.2 to 76.2 + 32 * 640 / 42 = 563.8
+    assert crop_box((480, 640), CIFAR) == (0, 76, 480, 488)
     fitted = fit_frame(frame, CIFAR)
     assert fitted.shape == (32, 32, 3) and fitted.min() == 255
     imagenet = PreprocessSpec((224, 224), crop_ratio=0.875)
@@ -70,7 +72,7 @@ def test_bad_frames_are_refused_with_a_reason(frame, message):
 
 @settings(max_examples=40, deadline=None)
 @given(h=st.integers(1, 300), w=st.integers(1, 300), side=st.integers(1, 64),
-       ratio=st.floats(0.3, 1.0), policy=st.sampled_from(["center_crop", "stretch"]))
+       ratio=st.floats(0.3, 1.0), policy=st.sampled_from(["center_crop", "stretch", "letterbox"]))
 def test_fit_frame_always_gives_the_input_size(h, w, side, ratio, policy):
     spec = PreprocessSpec((side, side), crop_ratio=ratio, resize_policy=policy)
     frame = np.random.default_rng(h * 1000 + w).integers(0, 256, (h, w, 3), dtype=np.uint8)

@@ -1,7 +1,17 @@
 """Checkpoints: ours (weights + what export needs) and torchvision-style bare state_dicts.
 
 Loading is always ``torch.load(weights_only=True)``: a checkpoint is untrusted input and a pickle
-that would run code is refused, never retried with the unsafe loader.
+that would run code is refused, never retried with the unsafe loader. Before torch reads anything, the
+container is checked from its directory (zip: declared entry sizes; legacy pickle: declared storage sizes
+against the file's length), and after loading every tensor must be backed by its own storage (no stride-0
+or overlapping views claiming more elements than the file holds); ``check_architecture`` then compares
+shapes with the network on the meta device, so nothing of a hostile size is ever allocated.
+
+Every published torchvision ResNet file loads: V1 files (saved by an old torch, without
+``num_batches_tracked`` entries, which BatchNorm treats as 0 as torchvision's strict load does), V2 files
+(with them), zip and legacy (``_use_new_zipfile_serialization=False``) containers. The 2017 tar archives
+(resnet18-5c106cde.pth, resnet50-19c8e357.pth) cannot be read without torch's unsafe loader: they are
+refused in one line naming torchvision's current file of the same architecture.
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ import dataclasses
 import pickle
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +32,18 @@ from ..errors import UserError, first_line
 from ..preprocess import PreprocessSpec
 
 CHECKPOINT_FORMAT = "resnet-edge-checkpoint/1"
+
+# Declared sizes a checkpoint may claim before anything is inflated or allocated. torch writes its zip
+# entries stored (not deflated), so a real checkpoint's entries declare about what the file holds; the
+# largest ResNet (resnet152) with optimizer state stays well under the total cap.
+MAX_DECLARED_BYTES = 4 << 30  # all entries / storages of one checkpoint together
+MAX_INFLATION = 64  # a deflated entry may declare at most this many times its compressed size (+ 1 MiB)
+
+# torchvision's 2017 files were tar archives; the same architectures' current files (zip, weights only)
+CURRENT_FILE = {
+    "resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth", "resnet50": "resnet50-0676ba61.pth",
+    "resnet101": "resnet101-63fe2227.pth", "resnet152": "resnet152-394f9c45.pth",
+}
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, epoch: int,
@@ -62,14 +85,22 @@ def load_checkpoint(path: str | Path) -> dict:
         head = handle.read(40)
     if head.startswith(b"version https://git-lfs"):
         raise UserError(f"{path} is a Git LFS pointer file, not the checkpoint: run `git lfs pull` to fetch it")
-    if zipfile.is_zipfile(path):
+    # torch takes a file for a zip when it starts with a zip local header, Python's zipfile when its end holds a
+    # zip directory: a file can be both, so each container's checks run whenever either reader would use it
+    torch_reads_zip = head.startswith(b"PK\x03\x04")
+    if torch_reads_zip or zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
+                entries = archive.infolist()
         except (zipfile.BadZipFile, OSError) as error:
             raise UserError(f"{path}: not a readable PyTorch checkpoint (damaged zip archive: {error})") from None
-        if any(name.endswith("constants.pkl") or "/code/" in name for name in names):
+        if any(e.filename.endswith("constants.pkl") or "/code/" in e.filename for e in entries):
             raise UserError(f"{path}: a TorchScript archive, not a state_dict checkpoint; refusing to load it")
+        check_zip_directory(path, entries)
+    if not torch_reads_zip:
+        if is_tar_archive(path):
+            raise UserError(tar_archive_message(path))
+        check_legacy_storages(path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; we say what matters
             warnings.simplefilter("ignore")
@@ -79,10 +110,12 @@ def load_checkpoint(path: str | Path) -> dict:
                         "it is not loaded without weights_only") from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError, AttributeError) as error:
         # a damaged archive surfaces as any of these from torch's reader
-        reason = first_line(error) or type(error).__name__
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from None
+        reason = shorten(first_line(error) or type(error).__name__, 200)
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path}: expected a dict of tensors, found {type(state).__name__}")
+    for name, tensor in _tensors(state):
+        check_tensor(name, tensor, path)
     if state.get("format") == CHECKPOINT_FORMAT:
         _check_ours(state, path)
         return state
@@ -94,6 +127,224 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path}: not a state_dict (expected names mapped to tensors)")
     # checkpoints saved from DataParallel/DDP prefix every key with "module."
     return {"model": {key.removeprefix("module."): value for key, value in state.items()}}
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary (never mid-word), "..." marking the cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 3].rsplit(" ", 1)[0].rstrip(" ,;:")
+    return cut + "..."
+
+
+# --- pre-checks: nothing of a size the file does not hold is inflated, allocated or built -----------------
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if nbytes < 1000 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    return ""  # pragma: no cover
+
+
+def check_zip_directory(path: Path, entries: list[zipfile.ZipInfo]) -> None:
+    """Refuse from the zip's central directory alone: an entry that would inflate far beyond its compressed
+    bytes (a zip bomb), or entries declaring more in total than any checkpoint needs."""
+    total = 0
+    for entry in entries:
+        total += entry.file_size
+        if entry.compress_type != zipfile.ZIP_STORED and entry.file_size > MAX_INFLATION * entry.compress_size + (1 << 20):
+            raise UserError(f"{path}: refused: zip entry {entry.filename!r} declares {_size(entry.file_size)} "
+                            f"inflated from {_size(entry.compress_size)} (a zip bomb, not a checkpoint); nothing was inflated")
+        if entry.compress_type == zipfile.ZIP_STORED and entry.file_size != entry.compress_size:
+            raise UserError(f"{path}: refused: stored zip entry {entry.filename!r} declares {_size(entry.file_size)} "
+                            f"but holds {_size(entry.compress_size)}; a damaged or forged archive")
+    if total > MAX_DECLARED_BYTES:
+        raise UserError(f"{path}: refused: its zip entries declare {_size(total)} in all, more than any ResNet "
+                        f"checkpoint holds ({_size(MAX_DECLARED_BYTES)} allowed); nothing was inflated")
+
+
+def is_tar_archive(path: Path) -> bool:
+    """torch's pre-2018 format: a POSIX tar archive ("ustar" at byte 257 of the first header)."""
+    with open(path, "rb") as handle:
+        header = handle.read(512)
+    return len(header) == 512 and header[257:262] == b"ustar"
+
+
+def tar_archive_message(path: Path) -> str:
+    """One whole line: why the file is refused and which current file holds the same architecture's weights."""
+    arch = next((a for a in sorted(CURRENT_FILE, key=len, reverse=True) if path.name.startswith(a)), None)
+    instead = (f"use torchvision's current file {CURRENT_FILE[arch]} (https://download.pytorch.org/models/"
+               f"{CURRENT_FILE[arch]}) instead" if arch else
+               "use torchvision's current file for this architecture (resnetNN-xxxxxxxx.pth from download.pytorch.org/models) instead")
+    return (f"{path}: a 2017 tar-archive checkpoint, which torch reads only with its unsafe loader (refused); "
+            f"{instead}")
+
+
+_ELEMENT_SIZE = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+                 "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1}
+
+
+class _Stub:
+    """Stands in for every global while a legacy pickle is scanned: calling, building or filling it does nothing."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "_Stub":
+        return _Stub()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+class _StorageScanner(pickle.Unpickler):
+    """Reads a legacy checkpoint's pickles without running anything: globals become stubs, and each storage's
+    declared size (its persistent id) is added up."""
+
+    def __init__(self, handle: Any) -> None:
+        super().__init__(handle)
+        self.storages: dict[Any, int] = {}
+
+    def find_class(self, module: str, name: str) -> _Stub:
+        return _Stub(name)
+
+    def persistent_load(self, saved_id: Any) -> _Stub:
+        if isinstance(saved_id, tuple) and len(saved_id) >= 5 and saved_id[0] in ("storage", b"storage"):
+            storage_type, key, numel = saved_id[1], saved_id[2], saved_id[4]
+            element = _ELEMENT_SIZE.get(getattr(storage_type, "name", ""))
+            if element is None or not isinstance(numel, int) or numel < 0:
+                raise ValueError(f"storage {key!r} of unknown type or size")
+            self.storages[key] = numel * element
+        return _Stub()
+
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER, the first pickle of a legacy file
+
+
+class _Bounded:
+    """A file whose reads never ask for more than is left in it: a pickle opcode may declare a 4 GB string, and
+    the unpickler would allocate what it asks for before finding the file short."""
+
+    def __init__(self, handle: Any, size: int) -> None:
+        self.handle, self.size = handle, size
+
+    def _left(self, wanted: int | None) -> int:
+        left = max(0, self.size - self.handle.tell())
+        return left if wanted is None or wanted < 0 else min(wanted, left)
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self.handle.read(self._left(size))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self.handle.readline(self._left(size))
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)
+        return self.handle.readinto(view[: self._left(len(view))])
+
+
+def check_legacy_storages(path: Path) -> None:
+    """A legacy (non-zip) checkpoint declares each storage's element count in its pickle and torch allocates
+    that much before reading the bytes: the declared total must fit in the file."""
+    file_size = path.stat().st_size
+    try:
+        with open(path, "rb") as raw:
+            if raw.read(1) != b"\x80":  # not a pickle: torch.load names what it is
+                return
+            raw.seek(0)
+            handle = _Bounded(raw, file_size)
+            if _StorageScanner(handle).load() != _LEGACY_MAGIC:  # not torch's: torch.load stops at its magic number
+                return
+    except Exception:  # not a pickle at all: torch.load says so in one line below
+        return
+    try:
+        with open(path, "rb") as raw:
+            handle = _Bounded(raw, file_size)
+            for _ in range(3):  # magic number, protocol version, sys_info
+                _StorageScanner(handle).load()
+            scanner = _StorageScanner(handle)
+            scanner.load()
+    except Exception as error:  # torch's reader would allocate storages before meeting what stopped the scan
+        reason = shorten(first_line(error) or type(error).__name__, 120)
+        raise UserError(f"{path}: refused: a legacy checkpoint whose pickle could not be checked ({reason})") from None
+    declared = sum(scanner.storages.values())
+    if declared > min(file_size, MAX_DECLARED_BYTES):
+        raise UserError(f"{path}: refused: its storages declare {_size(declared)} but the file holds "
+                        f"{_size(file_size)}; nothing was allocated")
+
+
+def _tensors(value: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in a loaded checkpoint, with its path of keys."""
+    if isinstance(value, torch.Tensor):
+        yield prefix or "tensor", value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _tensors(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _tensors(item, f"{prefix}[{i}]")
+
+
+def check_tensor(name: str, tensor: torch.Tensor, source: str | Path) -> None:
+    """A saved weight owns its elements: a dense strided CPU tensor whose elements all fit in its storage.
+
+    A stride-0 (or overlapping) view can claim 1e8 x 64 elements over 64 stored ones; its shape would then
+    size the network built for it. Such a tensor is refused here, before any shape is used."""
+    if tensor.layout != torch.strided or tensor.is_quantized or tensor.device.type not in ("cpu", "meta"):
+        raise UserError(f"{source}: refused: tensor {name!r} is {tensor.layout} on {tensor.device}, not a dense weight")
+    claimed = tensor.numel() * tensor.element_size()
+    stored = tensor.untyped_storage().nbytes()
+    overlapping = any(stride == 0 and size > 1 for size, stride in zip(tensor.shape, tensor.stride()))
+    if claimed > stored or overlapping or tensor.storage_offset() < 0:
+        shape = "x".join(str(v) for v in tensor.shape)
+        raise UserError(f"{source}: refused: tensor {name!r} claims {shape} ({_size(claimed)}) over {_size(stored)} "
+                        f"of storage (strides {tuple(tensor.stride())}); a view, not a saved weight")
+
+
+def check_architecture(arch: str, state_dict: dict, source: str | Path, model_kwargs: dict | None = None) -> None:
+    """Every tensor's shape against ``arch`` (with the class count of the checkpoint's own ``fc``), computed on
+    the meta device: a checkpoint that does not fit is refused before a real network is built."""
+    from .nets import create_model
+
+    head = state_dict.get("fc.weight")
+    classes = int(head.shape[0]) if isinstance(head, torch.Tensor) and head.ndim == 2 else None
+    with torch.device("meta"):
+        model = create_model(arch, num_classes=classes, **(model_kwargs or {})) if classes else \
+            create_model(arch, **(model_kwargs or {}))
+    problem = _mismatch(model.state_dict(), state_dict)
+    if problem:
+        raise UserError(f"{source} does not fit architecture {arch}: {problem}")
+
+
+def _mismatch(expected: dict, state_dict: dict) -> str:
+    """What keeps ``state_dict`` from loading strictly into a model with ``expected`` entries ("" if nothing).
+
+    Missing ``num_batches_tracked`` entries are fine: BatchNorm starts that counter at 0 (torchvision's own
+    strict load accepts its V1 files, saved before the counter existed, the same way)."""
+    missing = [k for k in expected if k not in state_dict and not k.endswith(".num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong_shape = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if wrong_shape:
+        key = wrong_shape[0]
+        parts.append(f"{len(wrong_shape)} with other shapes (e.g. {key}: "
+                     f"{tuple(state_dict[key].shape)} vs {tuple(expected[key].shape)})")
+    return "; ".join(parts)
 
 
 def _unpickling_reason(error: BaseException) -> str:
@@ -145,23 +396,14 @@ def spec_from_checkpoint(state: dict) -> PreprocessSpec:
 def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
     """``load_state_dict(strict=True)`` with a one-line error naming what does not fit."""
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong_shape = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong_shape:
-            key = wrong_shape[0]
-            parts.append(f"{len(wrong_shape)} with other shapes (e.g. {key}: "
-                         f"{tuple(state_dict[key].shape)} vs {tuple(expected[key].shape)})")
-        raise UserError(f"{source} does not fit architecture {getattr(model, 'arch', '?')}: " + "; ".join(parts))
+    problem = _mismatch(expected, state_dict)
+    if problem:
+        raise UserError(f"{source} does not fit architecture {getattr(model, 'arch', '?')}: {problem}")
     # a diverged run saves NaN weights; exported, they would give NaN for every frame
     broken = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
         raise UserError(f"{source} holds NaN/Inf weights in {len(broken)} tensor(s) (e.g. {broken[0]}); "
                         "the training run diverged")
+    # V1 torchvision files predate BatchNorm's num_batches_tracked: the counter keeps its fresh value (0)
+    state_dict = {**{k: v for k, v in expected.items() if k.endswith(".num_batches_tracked")}, **state_dict}
     model.load_state_dict(state_dict, strict=True)

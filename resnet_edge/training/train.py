@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ..errors import UserError
 from ..images import ImageFolder
 from ..preprocess import PreprocessSpec, default_spec
-from .checkpoint import load_checkpoint, load_weights, save_checkpoint, spec_from_checkpoint
+from .checkpoint import check_architecture, load_checkpoint, load_weights, save_checkpoint, spec_from_checkpoint
 from .config import DEFAULT_BATCH_SIZE, MIN_STEPS_PER_EPOCH, TrainConfig
 from .data import InMemorySplit, augment_batch, load_split, split_per_class, to_input
 from .distill import load_teachers
@@ -176,7 +176,11 @@ def resolve_init(config: TrainConfig) -> tuple[TrainConfig, dict | None]:
         if shortcut not in (None, theirs[1]) and model_spec(theirs[0]).layout == "cifar":
             raise UserError(f"--init {config.init} has type-{theirs[1]} shortcuts, not type {shortcut}")
         arch, shortcut = theirs
-    return dataclasses.replace(config, arch=arch or "resnet20", shortcut=shortcut or "A"), state
+    config = dataclasses.replace(config, arch=arch or "resnet20", shortcut=shortcut or "A")
+    if state is not None:  # shapes against the architecture before any network is built (meta device)
+        kwargs = {"shortcut": config.shortcut} if model_spec(config.arch).layout == "cifar" else {}
+        check_architecture(config.arch, state["model"], f"--init {config.init}", kwargs)
+    return config, state
 
 
 def load_init_weights(model: nn.Module, state: dict, path: str, classes: list[str]) -> None:
