@@ -258,14 +258,9 @@ def class_activation_map(features: np.ndarray, head: ClassifierHead, class_index
 
 
 def visible_region(spec: PreprocessSpec, frame_h: int, frame_w: int) -> tuple[int, int, int, int]:
-    """(x, y, w, h) of the frame the model sees under ``spec``'s resize policy.
-
-    LEAD: swap for resnet_edge.preprocess.visible_region once the letterbox policy lands there (this local
-    version covers center_crop and stretch through preprocess.crop_box, and the whole frame otherwise)."""
-    if spec.resize_policy in ("center_crop", "stretch"):
-        top, left, height, width = crop_box((frame_h, frame_w), spec)
-        return left, top, width, height
-    return 0, 0, frame_w, frame_h  # letterbox: the whole frame, padded
+    """(x, y, w, h) in whole frame pixels of what the model sees: preprocess.visible_region, rounded."""
+    top, left, height, width = crop_box((frame_h, frame_w), spec)
+    return left, top, width, height
 
 
 def content_fraction(spec: PreprocessSpec, frame_h: int, frame_w: int) -> tuple[float, float, float, float]:

@@ -144,10 +144,13 @@ def test_crop_box_follows_the_policy_and_is_remembered_per_model(qtbot, make_win
     window = make_window(source=str(photo), settings=settings)
     window.resize(1200, 800)
     qtbot.waitUntil(lambda: window.video.region is not None and window.model_info is not None, timeout=WAIT_MS)
-    assert window.video.region == (140, 0, 360, 360)  # a 32x32 model with crop ratio 1 sees the centre square
+    # a 32x32 model with crop ratio 1 sees the centre, as torchvision's geometry has it: the shorter side resized to
+    # 32 makes the frame int(32 * 640 / 360) = 56 wide, the crop starts at round((56 - 32) / 2) = 12, so the frame
+    # region is x = 12 * 640 / 56 = 137.1, w = 32 * 640 / 56 = 365.7
+    assert window.video.region == (137, 0, 366, 360)
     shown, box = window.video.image_rect(), window.video.region_rect()
     scale = shown.width() / 640
-    assert box.left() == pytest.approx(shown.left() + 140 * scale) and box.width() == pytest.approx(360 * scale)
+    assert box.left() == pytest.approx(shown.left() + 137 * scale, abs=1) and box.width() == pytest.approx(366 * scale, abs=1)
     assert box.top() == pytest.approx(shown.top()) and box.height() == pytest.approx(shown.height())
 
     index = window.policy_combo.findData("stretch")

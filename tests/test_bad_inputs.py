@@ -194,7 +194,8 @@ MODEL_CASES = {
     "batch fixed at 4": (lambda d: build_model(input_shape=(4, 3, SIDE, SIDE)), "batch size is fixed at 4"),
     "1-channel input": (lambda d: build_model(input_shape=("N", 1, SIDE, SIDE)), "input has 1 channels; expected 3"),
     "metadata size differs from the graph": (
-        lambda d: build_model(metadata=contract_props(input_size="[16, 16]")), "input is 8x8 but the metadata says 16x16"),
+        lambda d: build_model(metadata=contract_props(input_size="[16, 16]", resize='{"policy": "center_crop"}')),
+        "input is 8x8 but the metadata says 16x16"),
     "mean on the 0..255 scale": (lambda d: build_model(metadata=contract_props(mean="[123.7, 116.3, 103.5]")),
                                  "metadata 'mean' must be on the 0..1 scale"),
     "labels not a list": (lambda d: build_model(metadata=contract_props(labels='"cat,dog,eel"')),

@@ -102,13 +102,15 @@ def test_preactivation_and_projection_nets_have_no_exact_map():
 def test_overlay_lands_in_the_region_the_model_sees():
     spec = PreprocessSpec((32, 32), resize_policy="center_crop")
     frame = np.zeros((90, 160, 3), np.uint8)
-    assert visible_region(spec, 90, 160) == (35, 0, 90, 90)
+    # resized to 32 high, the frame is int(32 * 160 / 90) = 56 wide; the crop starts at 12: x = 12 * 160 / 56 = 34.3,
+    # w = 32 * 160 / 56 = 91.4 (torchvision's geometry, resnet_edge.preprocess.visible_region)
+    assert visible_region(spec, 90, 160) == (34, 0, 91, 90)
     assert visible_region(PreprocessSpec((32, 32), resize_policy="stretch"), 90, 160) == (0, 0, 160, 90)
     cam = np.zeros((8, 8), np.float32)
     cam[0, 0] = 5.0  # all the evidence in the top-left cell of the model's input
     out = overlay_cam(frame, cam, spec, opacity=1.0, box=False)
     changed = np.argwhere(out.sum(axis=2) > 0)
-    assert changed[:, 1].min() >= 35 and changed[:, 1].max() < 35 + 90  # only inside the crop
+    assert changed[:, 1].min() >= 34 and changed[:, 1].max() < 34 + 91  # only inside the crop
     assert out[2, 37].sum() > out[80, 120].sum()  # strongest at the crop's top-left
 
 
