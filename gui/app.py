@@ -38,7 +38,7 @@ from .workers import source_factory as make_source_factory
 
 DISPLAY_POLL_MS = 10  # how often the UI looks for a new frame to show (it repaints only on a new one)
 PRECISIONS = ("fp32", "int8")
-LEGEND = ("x<sub>l+1</sub> = x<sub>l</sub> + F(x<sub>l</sub>): each block adds a correction to what it receives. "
+LEGEND = ("Each block adds a correction F(x<sub>l</sub>) to what it receives (the panel's first line gives the model's form). "
           "Heatmaps: mean |activation| over channels, one colour scale per stage. "
           "Bars: ‖F(x<sub>l</sub>)‖ / ‖x<sub>l</sub>‖, how large the correction is. Click a block for its channels.")
 
