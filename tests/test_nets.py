@@ -170,7 +170,7 @@ def test_preact_plain_twin_is_the_same_net_without_shortcuts(arch):
     assert all(block.plain and block.downsample is None for block in plain.blocks())
     plain.load_state_dict({k: v for k, v in residual.state_dict().items() if k in plain_keys})
     residual.eval(), plain.eval()
-    x = torch.randn(2, 3, *((32, 32) if "resnet1" not in arch or arch.endswith("164") else (64, 64)))
+    x = torch.randn(2, 3, *((32, 32) if model_spec(arch).layout == "cifar" else (64, 64)))
     with torch.no_grad():
         stem = residual.stem(x)
         block = residual.blocks()[1]  # an identity-shortcut block
