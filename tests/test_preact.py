@@ -20,7 +20,8 @@ def _meta(path) -> dict:
 
 
 @pytest.mark.parametrize("arch, form", [("preact_resnet20", "pre-activation"), ("preact_plain20", "plain"),
-                                        ("resnet20", "post-activation"), ("preact_resnet164", "pre-activation")])
+                                        ("resnet20", "post-activation"),
+                                        pytest.param("preact_resnet164", "pre-activation", marks=pytest.mark.slow)])
 def test_export_writes_the_form_and_passes_parity(tmp_path, arch, form):
     from resnet_edge.training.export import ExportOptions, export
 
