@@ -61,7 +61,7 @@ POLICY_NAMES = {"center_crop": "centre crop (square)", "letterbox": "whole frame
                 "stretch": "whole frame, stretched"}
 RESOLUTIONS = (("camera default", None), ("640 x 480", (640, 480)), ("1280 x 720", (1280, 720)),
                ("1920 x 1080", (1920, 1080)))
-LEGEND = ("x<sub>l+1</sub> = x<sub>l</sub> + F(x<sub>l</sub>): each block adds a correction to what it receives. "
+LEGEND = ("Each block adds a correction F(x<sub>l</sub>) to what it receives (the panel's first line gives the model's form). "
           "Heatmaps: mean |activation| over channels, one colour scale per stage. "
           "Bars: ‖F(x<sub>l</sub>)‖ / ‖x<sub>l</sub>‖, how large the correction is. Click a block for its channels.")
 SHORT_LEGEND = "xₗ₊₁ = xₗ + F(xₗ) · heatmaps: mean |activation| · bars: ‖F‖/‖x‖ · click a block (hover for more)"

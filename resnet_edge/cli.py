@@ -509,9 +509,12 @@ def _add_lab(sub: argparse._SubParsersAction) -> None:
 
     q = lab.add_parser("gradients", help="||d loss/d x_l|| at every block of plain and residual nets (needs torch)",
                        description="Per-block gradient norms of plain and residual CIFAR nets at initialisation and "
-                                   "after a few SGD steps; the first/last block ratio tells whether the gradient "
-                                   "reaches the early blocks.")
+                                   "after a few SGD steps, post- and/or pre-activation; two rules judge whether the "
+                                   "gradient reaches the early blocks: 'no vanishing' and 'same order'.")
     common(q)
+    family = ("network family: post (the original post-activation blocks, resnet56), pre (pre-activation, "
+              "preact_resnet56) or both side by side (default post)")
+    q.add_argument("--family", choices=["post", "pre", "both"], default="post", help=family)
     q.add_argument("--depths", type=int, nargs="+", help="CIFAR depths (default 20 56 110)")
     q.add_argument("--steps", type=int, help="SGD steps after initialisation, then measured again (default 10; 0: init only)")
     q.add_argument("--data", help="folder of class folders (e.g. CIFAR-10 train); default: synthetic frames")
@@ -535,6 +538,7 @@ def _add_lab(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--val-subset", type=int, help="validation images, class-balanced (quick 2000; 0: --val-split)")
     q.add_argument("--val-split", type=float, help="share of each class held out without --val-subset (default 0.1)")
     q.add_argument("--depths", type=int, nargs="+", help="CIFAR depths, each plain and residual (default 20 56)")
+    q.add_argument("--family", choices=["post", "pre", "both"], default="post", help=family)
     q.add_argument("--batch-size", type=int, help="default 128")
     q.add_argument("--lr", type=float, help="peak learning rate (default 0.1)")
     q.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: cuda when torch sees a GPU")
@@ -564,8 +568,10 @@ def _print_lab_report(table: str, verdict: dict, files: dict[str, str], seconds:
     from .lab.common import verdict_word
 
     print(table)
-    print(f"\nclaim: {verdict['claim']}")
-    print(f"verdict: {verdict_word(verdict['holds'])}: {verdict['measured']}")
+    for rule in verdict.get("rules", {}).values() or [verdict]:  # an experiment judged by several rules prints each
+        named = f" \"{rule['rule']}\"" if "rule" in rule else ""
+        print(f"\nclaim{named}: {rule['claim']}")
+        print(f"verdict{named}: {verdict_word(rule['holds'])}: {rule['measured']}")
     print(f"\n{seconds:.0f} s; wrote " + ", ".join(files.values()))
     if not any(path.endswith(".png") for path in files.values()):
         from .lab.common import NO_MATPLOTLIB
@@ -621,10 +627,11 @@ def _run_lab_narrow(args: argparse.Namespace) -> int:
 def _run_lab_gradients(args: argparse.Namespace) -> int:
     _needs_torch("lab gradients")
     from .images import ImageFolder
+    from .lab.common import FAMILY_CHOICES
     from .lab.gradients import GradientsConfig, format_summary, run_gradients, write_gradients
 
-    config = GradientsConfig(seed=args.seed, **_given(args, depths="depths", steps="steps", data="data",
-                                                      batch_size="batch_size", lr="lr", threads="threads"))
+    config = GradientsConfig(seed=args.seed, families=FAMILY_CHOICES[args.family], **_given(
+        args, depths="depths", steps="steps", data="data", batch_size="batch_size", lr="lr", threads="threads"))
     if config.data:
         ImageFolder.scan(config.data)  # a missing or empty folder is refused before --out is created
     return _run_lab_experiment(args, "net", lambda progress: run_gradients(config, progress), write_gradients,
@@ -637,7 +644,7 @@ def _run_lab_degradation(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .images import ImageFolder
-    from .lab.common import prepare_out
+    from .lab.common import FAMILY_CHOICES, prepare_out
     from .lab.degradation import (config_for_mode, format_summary, load_config, run_degradation,
                                   write_degradation)
 
@@ -654,7 +661,8 @@ def _run_lab_degradation(args: argparse.Namespace) -> int:
         for key in ("subset", "val_subset"):
             if flags.get(key) == 0:
                 flags[key] = None  # 0: no subset
-        config = config_for_mode("full" if args.full else "quick", args.data, seed=args.seed, **flags)
+        config = config_for_mode("full" if args.full else "quick", args.data, seed=args.seed,
+                                 families=FAMILY_CHOICES[args.family], **flags)
         ImageFolder.scan(config.data)  # refused before --out is created
         out = prepare_out(args.out, args.force)
     try:

@@ -22,6 +22,15 @@ Every value is JSON-encoded text, so Netron shows it and a bare ONNX Runtime scr
     blocks         ["layer1.0", ...]          residual block names in forward order
     probes         {"layer1.0": {"x": "probe.layer1.0.x", "residual": "probe.layer1.0.residual"}}
                                               extra outputs holding x_l and F(x_l); {} when exported without
+    block_output   {"layer3.2": "probe.layer3.2.out"}
+                                              extra output holding the last block's output x_L (before any
+                                              final BN-ReLU); with the probes, every block's x_{l+1} is then an
+                                              output (the others' are the next block's "x"). Absent without probes
+    form           "post-activation" | "pre-activation" | "plain"
+                                              how a block's output is formed: relu(x_l + F(x_l)) (He et al. 2015),
+                                              x_l + F(x_l) with nothing after the sum (He et al. 2016), or a plain
+                                              net without shortcuts (its arch names the family). Absent in files
+                                              exported before the key existed
     precision      "fp32" | "fp16" | "int8"
     quantization   {...}                      int8 models: how they were quantized
     input_name, output_name                   graph input and the logits output
@@ -193,6 +202,20 @@ def _floats(value: Any, key: str, source: str) -> tuple[float, float, float]:
     if key == "std" and not all(1e-6 <= v <= 10.0 for v in value):
         raise MetadataError(f"{source}: metadata 'std' must be on the 0..1 scale (1e-6..10), got {value!r}")
     return float(value[0]), float(value[1]), float(value[2])
+
+
+FORMS = ("post-activation", "pre-activation", "plain")
+
+
+def form_of(contract: ModelContract) -> str | None:
+    """The ``form`` key of a model file (one of FORMS), or None where it is absent or unknown."""
+    form = contract.extra.get("form")
+    return form if form in FORMS else None
+
+
+def block_output_name(block: str) -> str:
+    """Graph output name for a block's output x_{l+1} (exported for the last block)."""
+    return f"probe.{block}.out"
 
 
 def probe_output_names(block: str) -> dict[str, str]:

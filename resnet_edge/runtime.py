@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import UserError, first_line
-from .metadata import ModelContract
+from .metadata import ModelContract, form_of
 from .onnxfile import (ModelFileError, OnnxSummary, check_control_flow, check_runtime_opsets, read_model_file,
                        strip_graph_outputs)
 from .preprocess import preprocess
@@ -48,6 +48,22 @@ class BlockActivation:
     name: str  # "layer2.1"
     x: np.ndarray  # block input x_l, (C, H, W)
     residual: np.ndarray  # residual branch F(x_l), (C', H', W')
+    output: np.ndarray | None = None  # block output x_{l+1}: the next block's x, the last one's from block_output
+    form: str | None = None  # the model's "form" (metadata.FORMS), None when its file does not say
+
+    @property
+    def identity_gap(self) -> float | None:
+        """max |x_{l+1} - x_l - F(x_l)| (pre-activation) or max |x_{l+1} - relu(x_l + F(x_l))|
+        (post-activation): how exactly the block's formula holds on this input. None where it cannot be
+        checked: no output, a plain net, or a block whose shortcut changes the shape (x_l is then not
+        what is added)."""
+        if self.output is None or self.form not in ("pre-activation", "post-activation"):
+            return None
+        if not (self.x.shape == self.residual.shape == self.output.shape):
+            return None
+        total = self.x.astype(np.float64) + self.residual.astype(np.float64)
+        expected = total if self.form == "pre-activation" else np.maximum(total, 0.0)
+        return float(np.max(np.abs(self.output.astype(np.float64) - expected), initial=0.0))
 
     @property
     def ratio(self) -> float:
@@ -127,6 +143,12 @@ class Classifier:
         self.warnings = list(self.plan.warnings)
         probe_outputs = {name for names in contract.probes.values() for name in names.values()}
         self.has_probes = bool(probe_outputs) and probe_outputs <= {o.name for o in summary.outputs}
+        # the last block's output x_L (metadata "block_output"), where the file has it: a probe like the others
+        block_output = contract.extra.get("block_output")
+        self._block_output = {block: name for block, name in block_output.items()
+                              if isinstance(name, str) and name in {o.name for o in summary.outputs}
+                              } if isinstance(block_output, dict) and self.has_probes else {}
+        probe_outputs |= set(self._block_output.values())
         fast_bytes = strip_graph_outputs(model_bytes, probe_outputs, self.path) if self.has_probes else model_bytes
         self.session = self._make_session(fast_bytes)
         self.providers_running = self.session.get_providers()
@@ -309,8 +331,16 @@ class Classifier:
         names = [self.output_name]
         for block in self.contract.blocks:
             names += [self.contract.probes[block]["x"], self.contract.probes[block]["residual"]]
+        last = self.contract.blocks[-1] if self.contract.blocks else None
+        if last in self._block_output:
+            names.append(self._block_output[last])
         outputs = self._session_run(self._probe_session, names, {self.input_name: self.preprocess(frame)})
         prediction = top_k(outputs[0], self.labels, k)[0]
-        blocks = [BlockActivation(block, outputs[1 + 2 * i][0], outputs[2 + 2 * i][0])
+        count = len(self.contract.blocks)
+        # x_{l+1} is the next block's input; the last block's comes from its own output, where exported
+        next_x = [outputs[1 + 2 * (i + 1)][0] for i in range(count - 1)]
+        next_x.append(outputs[1 + 2 * count][0] if len(outputs) > 1 + 2 * count else None)
+        form = form_of(self.contract)
+        blocks = [BlockActivation(block, outputs[1 + 2 * i][0], outputs[2 + 2 * i][0], next_x[i], form)
                   for i, block in enumerate(self.contract.blocks)]
         return prediction, blocks

@@ -38,7 +38,8 @@ def test_export_fresh_resnet20_with_probes_prints_parity_and_carries_the_contrac
     assert meta["arch"] == "resnet20" and meta["precision"] == "fp32"
     assert meta["blocks"] == [f"layer{s}.{i}" for s in (1, 2, 3) for i in range(3)]
     assert meta["probes"]["layer2.0"] == {"x": "probe.layer2.0.x", "residual": "probe.layer2.0.residual"}
-    assert len(model.graph.output) == 1 + 2 * 9
+    assert len(model.graph.output) == 1 + 2 * 9 + 1  # and the last block's output x_L
+    assert meta["block_output"] == {"layer3.2": "probe.layer3.2.out"} and meta["form"] == "post-activation"
     # the keys older readers use keep their meaning; resize_size and interpolation are added
     assert meta["resize"] == {"policy": "center_crop", "crop_ratio": 1.0, "resize_size": 32,
                               "interpolation": "bilinear_antialias"}

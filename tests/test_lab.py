@@ -133,7 +133,71 @@ def test_lab_gradients_tiny(tmp_path, capsys):
     ratio = {(r["arch"], r["when"]): r["first_over_last"] for r in results["ratios"]}
     # the residual net's first/last ratio is nearer 1 than its plain twin's (about 10 vs 20-40 over seeds 0-2)
     assert abs(math.log(ratio[("resnet20", "init")])) < abs(math.log(ratio[("plain20", "init")]))
-    assert "first/last" in printed and "verdict:" in printed
+    assert "first/last" in printed and 'verdict "same order":' in printed and 'verdict "no vanishing":' in printed
+
+
+@needs_torch
+@pytest.mark.torch
+def test_lab_gradients_both_families_side_by_side_with_both_rules(tmp_path, capsys):
+    out = tmp_path / "gradients"
+    code = main(["lab", "gradients", "--out", str(out), "--depths", "20", "--batch-size", "8", "--steps", "0",
+                 "--family", "both", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert_png(out / "gradients.png")
+    results = json.loads((out / "results.json").read_text())
+    assert {r["arch"] for r in results["ratios"]} == {"plain20", "resnet20", "preact_plain20", "preact_resnet20"}
+    header = printed.splitlines()[0]
+    assert "post: net" in header and "pre: net" in header and "min rel/elem" in header  # one table, side by side
+    with open(out / "gradients.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 * 9 and {r["family"] for r in rows} == {"post", "pre"}
+    for row in rows:  # per element: the norm over sqrt(numel); layer2 and layer3 see 1/2 and 1/4 of layer1's elements
+        assert float(row["grad_rms"]) == pytest.approx(float(row["grad_norm"]) / math.sqrt(float(row["numel"])), rel=1e-9)
+    assert {int(r["numel"]) for r in rows} == {8 * 16 * 32 * 32, 8 * 32 * 16 * 16, 8 * 64 * 8 * 8}
+    rules = results["verdict"]["rules"]
+    assert set(rules) == {"no_vanishing", "same_order"}
+    assert 'verdict "no vanishing": ' in printed and 'verdict "same order": ' in printed
+    # no plain net of depth >= 56 was measured: the plain half of "no vanishing" cannot be judged
+    assert rules["no_vanishing"]["plain"] == {} and rules["no_vanishing"]["holds"] in (None, False)
+    assert results["verdict"]["holds"] == rules["no_vanishing"]["holds"]
+
+
+@needs_torch
+@pytest.mark.torch
+def test_gradient_rules_as_written():
+    """The two rules on made-up profiles: "no vanishing" per element against the last block, both moments;
+    "same order" on the norms' first/last ratio at initialisation."""
+    from resnet_edge.lab.gradients import GradientsConfig, GradientsResult, Profile
+
+    numels = [4, 4, 1]  # the last block sees a quarter of the elements: its per-element rms doubles
+    def profile(arch, kind, depth, when, norms, family="post"):
+        return Profile(arch, kind, depth, when, ["a", "b", "c"], norms, 2.3, family, numels)
+
+    def result(profiles, depths=(56,)):
+        return GradientsResult(GradientsConfig(depths=depths, steps=1), "test", profiles, 0.0)
+
+    # residual: norms first/last 30 (fails "same order") but per element 15 and 1.5: never below the last
+    # block's, so no vanishing; plain: per element 1/40 at the first block (vanishing)
+    good = [profile("resnet56", "residual", 56, "init", [30.0, 3.0, 1.0]),
+            profile("resnet56", "residual", 56, "after 1 steps", [20.0, 2.0, 1.0]),
+            profile("plain56", "plain", 56, "init", [0.05, 1.0, 1.0]),
+            profile("plain56", "plain", 56, "after 1 steps", [500.0, 1.0, 1.0])]
+    verdict = result(good).verdict()
+    assert verdict["rules"]["no_vanishing"]["holds"] is True and verdict["holds"] is True
+    assert verdict["rules"]["same_order"]["holds"] is False  # 30 is outside [1/10, 10]
+    assert result(good).get("residual", 56, "init").relative.tolist() == pytest.approx([15.0, 1.5, 1.0])
+    # a residual block whose per-element gradient drops under a tenth of the last block's, after the steps
+    vanishing = good[:1] + [profile("resnet56", "residual", 56, "after 1 steps", [0.1, 1.0, 1.0])] + good[2:]
+    rule = result(vanishing).verdict()["rules"]["no_vanishing"]
+    assert rule["holds"] is False and rule["residual"] == {"resnet56 init": True, "resnet56 after 1 steps": False}
+    # a plain net that stays within [1/10, 10] at one moment fails the plain half
+    tame = good[:3] + [profile("plain56", "plain", 56, "after 1 steps", [2.0, 1.0, 1.0])]
+    assert result(tame).verdict()["rules"]["no_vanishing"]["holds"] is False
+    # the old rule holds where the norms' first/last ratios do as it says
+    old = [profile("resnet56", "residual", 56, "init", [5.0, 2.0, 1.0]),
+           profile("plain56", "plain", 56, "init", [200.0, 1.0, 1.0])]
+    assert result(old).verdict()["rules"]["same_order"]["holds"] is True
 
 
 @needs_torch
@@ -149,9 +213,11 @@ def test_lab_gradients_refuses_a_missing_data_folder(tmp_path, capsys):
 
 
 def _result(errors: dict[str, tuple[float, float]], tie: float = 0.01) -> DegradationResult:
-    curves = [Curve(arch, arch.rstrip("0123456789"), int(arch.lstrip("plainresnet")), [1], [train], [val], [1.0], [1.0], 1.0)
+    curves = [Curve(arch, "plain" if "plain" in arch else "residual", int(arch.rsplit("plain" if "plain" in arch else "resnet")[-1]),
+                    [1], [train], [val], [1.0], [1.0], 1.0, "pre" if arch.startswith("preact_") else "post")
               for arch, (train, val) in errors.items()]
-    return DegradationResult(DegradationConfig(data="x", tie=tie), "data", "cpu", curves, 1.0)
+    families = tuple(dict.fromkeys(c.family for c in curves))
+    return DegradationResult(DegradationConfig(data="x", tie=tie, families=families), "data", "cpu", curves, 1.0)
 
 
 def test_degradation_verdict_follows_final_errors():
@@ -161,6 +227,22 @@ def test_degradation_verdict_follows_final_errors():
     assert no_degradation.verdict()["holds"] is False and no_degradation.verdict()["plain"]["holds"] is False
     tie = _result({"plain20": (0.06, 0.10), "plain56": (0.065, 0.105), "resnet20": (0.05, 0.09), "resnet56": (0.03, 0.07)})
     assert tie.verdict()["holds"] is None and tie.verdict()["residual"]["holds"] is True
+
+
+def test_degradation_verdict_judges_each_family_and_needs_all():
+    post = {"plain20": (0.06, 0.10), "plain56": (0.10, 0.13), "resnet20": (0.05, 0.09), "resnet56": (0.03, 0.07)}
+    pre_fails = {"preact_plain20": (0.06, 0.10), "preact_plain56": (0.10, 0.13), "preact_resnet20": (0.05, 0.09),
+                 "preact_resnet56": (0.08, 0.12)}  # the deeper pre-activation net worse: against the claim
+    both = _result({**post, **pre_fails})
+    verdict = both.verdict()
+    assert verdict["holds"] is False and verdict["per_family"]["post"]["residual"]["holds"] is True
+    assert verdict["per_family"]["pre"]["residual"]["holds"] is False
+    assert "pre-activation: preact_plain56 vs preact_plain20" in verdict["measured"]
+    from resnet_edge.lab.degradation import format_summary
+
+    table = format_summary(both).splitlines()
+    assert table[0].split()[:3] == ["kind", "depth", "post:"] and "pre:" in table[0]  # families side by side
+    assert "preact_resnet56" in table[-1] and "resnet56" in table[-1].split()[2]
 
 
 def test_degradation_modes_and_subsets(tmp_path):
@@ -210,6 +292,7 @@ def test_lab_degradation_tiny_then_resumed(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["epochs"] == 2
     assert sorted(c["arch"] for c in results["curves"]) == ["plain20", "plain56", "resnet20", "resnet56"]
+    assert {c["kind"] for c in results["curves"]} == {"plain", "residual"}  # the lab's one spelling
     for curve in results["curves"]:
         assert curve["epochs"] == [1, 2]  # the first epoch was kept, the second added by --resume
         assert all(0.0 <= e <= 1.0 for e in curve["train_error"] + curve["val_error"])

@@ -113,3 +113,116 @@ def test_zero_init_residual_makes_blocks_start_as_identity():
     probes = []
     model.forward_features(torch.randn(1, 3, 32, 32), probes)
     assert all(float(f.abs().max()) == 0.0 for _, _, f in probes)
+
+
+# --- pre-activation nets (He et al. 2016, "Identity Mappings in Deep Residual Networks") ------------------
+
+from resnet_edge.training.nets import PreActBasicBlock, PreActBottleneck  # noqa: E402
+
+
+@pytest.mark.parametrize("arch,params,blocks,block_type,features", [
+    ("preact_resnet20", 0.27e6, 9, PreActBasicBlock, (64, 8, 8)),
+    ("preact_resnet56", 0.85e6, 27, PreActBasicBlock, (64, 8, 8)),
+    ("preact_resnet110", 1.7e6, 54, PreActBasicBlock, (64, 8, 8)),
+    ("preact_resnet164", 1.7e6, 54, PreActBottleneck, (256, 8, 8)),  # paper, Table 2: 1.7M
+])
+def test_preact_cifar_nets_follow_the_paper(arch, params, blocks, block_type, features):
+    model = create_model(arch, num_classes=10)
+    depth = int(arch.rsplit("resnet", 1)[1])
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) + 1 == depth  # weighted layers: the convs and the fc (option A shortcuts have none)
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count - params) / params < 0.03  # paper: 0.27M, 0.85M, 1.7M (ResNet-110 and pre-act-164)
+    assert len(model.blocks()) == blocks and all(type(b) is block_type for b in model.blocks())
+    assert model_spec(arch).form == "pre-activation" and model_spec(arch).layout == "cifar"
+    x = torch.randn(2, 3, 32, 32)
+    assert model.forward_blocks(x).shape == (2, *features)
+    features_out = model.forward_features(x)
+    assert features_out.shape == (2, *features) and float(features_out.min()) >= 0.0  # the final BN-ReLU
+    assert model(x).shape == (2, 10)
+
+
+def test_preact_164_with_projection_shortcuts_is_the_papers_1_7m():
+    model = create_model("preact_resnet164", shortcut="B")
+    assert abs(sum(p.numel() for p in model.parameters()) - 1.7e6) / 1.7e6 < 0.01
+    assert isinstance(model.layer1[0].downsample, torch.nn.Conv2d)  # 16 -> 64 channels: a projection, no BN
+
+
+@pytest.mark.parametrize("arch,params", [("preact_resnet18", 11.7e6), ("preact_resnet34", 21.8e6),
+                                         ("preact_resnet50", 25.5e6)])
+def test_preact_imagenet_nets(arch, params):
+    model = create_model(arch).eval()
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count - params) / params < 0.01  # as torchvision's post-activation ones, to within BN
+    assert "bn1.weight" not in model.state_dict() and "bn_final.weight" in model.state_dict()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+    assert model_spec(arch).layout == "imagenet" and model_spec(arch).form == "pre-activation"
+
+
+@pytest.mark.parametrize("arch", ["preact_resnet20", "preact_resnet164", "preact_resnet18", "preact_resnet50"])
+def test_preact_plain_twin_is_the_same_net_without_shortcuts(arch):
+    plain_arch = arch.replace("resnet", "plain")
+    residual, plain = create_model(arch), create_model(plain_arch)
+    assert model_spec(plain_arch).form == "plain" and model_spec(plain_arch).preact
+    plain_keys = set(plain.state_dict())
+    assert plain_keys == {k for k in residual.state_dict() if ".downsample." not in k}
+    assert all(block.plain and block.downsample is None for block in plain.blocks())
+    plain.load_state_dict({k: v for k, v in residual.state_dict().items() if k in plain_keys})
+    residual.eval(), plain.eval()
+    x = torch.randn(2, 3, *((32, 32) if model_spec(arch).layout == "cifar" else (64, 64)))
+    with torch.no_grad():
+        stem = residual.stem(x)
+        block = residual.blocks()[1]  # an identity-shortcut block
+        x1 = residual.blocks()[0](stem)
+        assert torch.equal(plain.blocks()[1](x1), block.residual(x1))  # plain: x_{l+1} = F(x_l), nothing else
+
+
+@pytest.mark.parametrize("arch", ["preact_resnet20", "preact_resnet164", "preact_resnet18"])
+def test_preact_blocks_add_exactly_x_plus_F(arch):
+    """x_{l+1} == x_l + F(x_l) for every identity-shortcut block: nothing follows the addition. Compared
+    in float64 against the fp32 sum, the difference is float rounding of that one addition at most."""
+    model = create_model(arch).train()  # batch statistics: activations of a real pass, not of fresh running stats
+    x = torch.randn(4, 3, *((32, 32) if model_spec(arch).layout == "cifar" else (64, 64)))
+    probes = []
+    with torch.no_grad():
+        x_last = model.forward_blocks(x, probes)
+    outputs = [x_l for _, x_l, _ in probes[1:]] + [x_last]
+    checked = 0
+    for (name, x_l, f_l), x_next in zip(probes, outputs):
+        if x_l.shape != f_l.shape:  # a stage's first block: the shortcut subsamples / projects
+            continue
+        assert torch.equal(x_next, x_l + f_l), name  # the very tensor the forward pass computed
+        exact = x_l.double() + f_l.double()
+        assert float((x_next.double() - exact).abs().max()) <= float(exact.abs().max()) * 2 ** -23, name
+        checked += 1
+    assert checked >= len(probes) - 3  # all but the stage transitions
+    # the post-activation form is not that: relu after the sum
+    post = create_model(arch.replace("preact_", "") if not arch.endswith("164") else "resnet110").train()
+    probes = []
+    with torch.no_grad():
+        post.forward_blocks(torch.randn(4, 3, *x.shape[2:]) if model_spec(arch).layout == "cifar" else x, probes)
+    (_, x_1, f_1), (_, x_2, _) = probes[1], probes[2]
+    assert torch.equal(x_2, torch.relu(x_1 + f_1)) and not torch.equal(x_2, x_1 + f_1)
+
+
+def test_probed_model_hands_out_the_last_block_output():
+    model = create_model("preact_resnet20").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        outputs = ProbedModel(model, block_output=True)(x)
+        assert len(outputs) == 1 + 2 * 9 + 1
+        assert torch.equal(outputs[-1], model.forward_blocks(x)) and torch.allclose(outputs[0], model(x))
+        assert len(ProbedModel(model)(x)) == 1 + 2 * 9  # without it, as before
+
+
+def test_registry_lists_the_preact_nets_and_their_twins():
+    names = list_models()
+    for depth in (20, 56, 110, 164, 18, 34, 50):
+        assert f"preact_resnet{depth}" in names and f"preact_plain{depth}" in names
+    assert "preact_resnet101" not in names
+    assert model_spec("resnet20").form == "post-activation" and model_spec("plain20").form == "plain"
+    zero = create_model("preact_resnet20", zero_init_residual=True).eval()
+    probes = []
+    zero.forward_blocks(torch.randn(1, 3, 32, 32), probes)
+    assert all(float(f.abs().max()) == 0.0 for _, _, f in probes)

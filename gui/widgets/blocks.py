@@ -3,6 +3,12 @@
 One column per block, grouped by stage ("layer1", "layer2"...). Heatmaps show the mean |activation|
 over channels with one colour scale per stage (x_l and F(x_l) share it, so their brightness compares);
 the bars below show ||F(x_l)|| / ||x_l||. Clicking a column shows that block's channels in ChannelGrid.
+
+A caption names the model's form (metadata "form"): pre-activation x_{l+1} = x_l + F(x_l), post-activation
+x_{l+1} = relu(x_l + F(x_l)), or plain. Where the model hands out every block's output (x_{l+1}: the next
+block's x, the last block's exported "block_output"), a row under the heatmaps shows per block how exactly
+that formula holds on the frame: max |x_{l+1} - x_l - F(x_l)| (post-activation: - relu(x_l + F(x_l))),
+"n/a" where the shortcut changes the shape.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from .colormap import DIVERGING, VIRIDIS, colorize, gradient, rgb_to_qimage, rgb
 
 LEFT = 70  # row labels
 RIGHT = 62  # colour bar
-HEADER = 36  # stage header + block name rows
+CAPTION = 18  # the form's formula, above everything
+HEADER = CAPTION + 36  # caption + stage header + block name rows
+IDENTITY_ROW = 16  # max |x_{l+1} - x_l - F(x_l)| per block, under the heatmaps (when the model has the outputs)
 STAGE_GAP = 12
 COLUMN_GAP = 4
 BAR_AREA = 96  # ratio bar chart, value labels included
@@ -34,6 +42,29 @@ class BlockSummary:
     x_map: np.ndarray  # mean |x_l| over channels, (H, W)
     f_map: np.ndarray  # mean |F(x_l)| over channels, (H', W')
     ratio: float  # ||F(x_l)|| / ||x_l||
+
+
+CAPTIONS = {
+    "pre-activation": "pre-activation: xₗ₊₁ = xₗ + F(xₗ), nothing after the sum;  |Δ| = max |xₗ₊₁ − xₗ − F(xₗ)| on this frame",
+    "post-activation": "post-activation: xₗ₊₁ = relu(xₗ + F(xₗ));  |Δ| = max |xₗ₊₁ − relu(xₗ + F(xₗ))| on this frame",
+    "plain": "plain net (no shortcut): xₗ₊₁ is computed from F(xₗ) alone",
+}
+UNKNOWN_FORM = "xₗ₊₁ = shortcut(xₗ) + F(xₗ), then the block's own activation (the model file does not name its form)"
+
+
+def caption_for(form: str | None) -> str:
+    """The panel's caption for a model's form (metadata "form"; None when the file does not say)."""
+    return CAPTIONS.get(form or "", UNKNOWN_FORM)
+
+
+def format_gap(gap: float | None, narrow: bool = False) -> str:
+    """max |Δ| for the identity row: "0", "3e-07" (narrow columns: "e-07"), "n/a" where it cannot be checked."""
+    if gap is None:
+        return "n/a"
+    if gap == 0.0:
+        return "0"
+    text = f"{gap:.0e}"
+    return text[text.index("e"):] if narrow else text
 
 
 def stage_of(name: str) -> str:
@@ -60,11 +91,14 @@ class BlockPanel(QWidget):
         self.summaries: list[BlockSummary] = []
         self.stage_max: dict[str, float] = {}
         self.selected: int | None = None
+        self.form: str | None = None  # the model's form, from its blocks (runtime.BlockActivation.form)
+        self.caption = caption_for(None)
+        self.identity_gaps: list[float | None] = []  # per block, BlockActivation.identity_gap
         self.updates = 0  # how many probes have been drawn (tests and the status line read it)
         self.note = "waiting for the first probe…"
         self._tiles: list[tuple[QImage, QImage]] = []
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setMinimumHeight(HEADER + 2 * 24 + BAR_AREA + 20)
+        self.setMinimumHeight(HEADER + 2 * 24 + IDENTITY_ROW + BAR_AREA + 20)
         self.setMouseTracking(False)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
 
@@ -81,6 +115,9 @@ class BlockPanel(QWidget):
         names_changed = [b.name for b in blocks] != [b.name for b in self.blocks]
         self.blocks = blocks
         self.summaries, self.stage_max = summarize_blocks(blocks)
+        self.form = blocks[0].form if blocks else None
+        self.caption = caption_for(self.form)
+        self.identity_gaps = [block.identity_gap for block in blocks]
         self._tiles = [(rgb_to_qimage(colorize(s.x_map, 0.0, self.stage_max[s.stage])),
                         rgb_to_qimage(colorize(s.f_map, 0.0, self.stage_max[s.stage]))) for s in self.summaries]
         if names_changed:  # another model: the old selection means nothing
@@ -96,13 +133,19 @@ class BlockPanel(QWidget):
 
     # --- geometry ---------------------------------------------------------------------------------
 
+    @property
+    def shows_identity(self) -> bool:
+        """Whether the identity row is drawn: a residual form and at least one block it can be checked on."""
+        return any(gap is not None for gap in self.identity_gaps)
+
     def _geometry(self) -> tuple[list[QRectF], float]:
         """One rect per block column (x tile at its top, F tile below), and the tile side."""
         count = len(self.summaries)
         stages = len({s.stage for s in self.summaries})
         available = self.width() - LEFT - RIGHT - (stages - 1) * STAGE_GAP
         column = max(12.0, available / max(count, 1))
-        tile = max(10.0, min(column - COLUMN_GAP, (self.height() - HEADER - BAR_AREA - 16) / 2))
+        row = IDENTITY_ROW if self.shows_identity else 0
+        tile = max(10.0, min(column - COLUMN_GAP, (self.height() - HEADER - BAR_AREA - row - 16) / 2))
         rects, x, stage = [], float(LEFT), None
         for summary in self.summaries:
             if stage is not None and summary.stage != stage:
@@ -143,12 +186,16 @@ class BlockPanel(QWidget):
         small = QFont(self.font())
         small.setPointSizeF(max(7.0, self.font().pointSizeF() - 1.5))
         painter.setFont(small)
+        painter.setPen(text)
+        caption = painter.fontMetrics().elidedText(self.caption, Qt.TextElideMode.ElideRight, self.width() - 8)
+        painter.drawText(QRectF(4, 1, self.width() - 8, CAPTION - 2), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                         caption)
         self._draw_row_labels(painter, tile, text)
         self._draw_stage_headers(painter, rects, text)
         for index, (summary, rect, (x_image, f_image)) in enumerate(zip(self.summaries, rects, self._tiles)):
             left = rect.left() + (rect.width() - tile) / 2
             painter.setPen(text)
-            painter.drawText(QRectF(rect.left(), 18, rect.width(), 16), Qt.AlignmentFlag.AlignCenter,
+            painter.drawText(QRectF(rect.left(), CAPTION + 18, rect.width(), 16), Qt.AlignmentFlag.AlignCenter,
                              summary.name.split(".")[-1] if rect.width() < 40 else summary.name)
             # nearest-neighbour scaling: an 8x8 map shows as 8x8 cells, not as a blur
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
@@ -158,9 +205,23 @@ class BlockPanel(QWidget):
                 painter.setPen(QPen(QColor(255, 140, 0), 2))
                 painter.setBrush(Qt.BrushStyle.NoBrush)
                 painter.drawRect(QRectF(left - 2, HEADER - 2, tile + 4, 2 * tile + 10))
-        self._draw_bars(painter, rects, HEADER + 2 * tile + 12, text)
+        bars_top = HEADER + 2 * tile + 12
+        if self.shows_identity:
+            self._draw_identity_row(painter, rects, bars_top - 2, text)
+            bars_top += IDENTITY_ROW
+        self._draw_bars(painter, rects, bars_top, text)
         self._draw_colour_bar(painter, HEADER, 2 * tile + 6, text)
         painter.end()
+
+    def _draw_identity_row(self, painter: QPainter, rects: list[QRectF], top: float, text: QColor) -> None:
+        """Per block max |Δ| as text; in narrow columns the power of ten only ("e-07")."""
+        painter.setPen(text)
+        metrics = painter.fontMetrics()
+        for gap, rect in zip(self.identity_gaps, rects):
+            label = format_gap(gap)
+            if metrics.horizontalAdvance(label) > rect.width() - 2:
+                label = metrics.elidedText(format_gap(gap, narrow=True), Qt.TextElideMode.ElideRight, int(rect.width()))
+            painter.drawText(QRectF(rect.left(), top, rect.width(), IDENTITY_ROW), Qt.AlignmentFlag.AlignCenter, label)
 
     def _draw_row_labels(self, painter: QPainter, tile: float, text: QColor) -> None:
         painter.setPen(text)
@@ -170,6 +231,9 @@ class BlockPanel(QWidget):
         painter.drawText(QRectF(0, HEADER + tile + 6, LEFT - 8, tile), align,
                          "F(xₗ)\n(residual)" if two_lines else "F(xₗ)")
         bars_top = HEADER + 2 * tile + 12
+        if self.shows_identity:
+            painter.drawText(QRectF(0, bars_top - 2, LEFT - 8, IDENTITY_ROW), align, "|Δ|")
+            bars_top += IDENTITY_ROW
         painter.drawText(QRectF(0, bars_top, LEFT - 8, self.height() - bars_top - 4), align, "‖F‖ / ‖x‖")
 
     def _draw_stage_headers(self, painter: QPainter, rects: list[QRectF], text: QColor) -> None:
@@ -178,7 +242,7 @@ class BlockPanel(QWidget):
             left, right = spans.get(summary.stage, (rect.left(), rect.right()))
             spans[summary.stage] = (min(left, rect.left()), max(right, rect.right()))
         for stage, (left, right) in spans.items():
-            box = QRectF(left + 1, 2, right - left - 2, 15)
+            box = QRectF(left + 1, CAPTION + 2, right - left - 2, 15)
             painter.fillRect(box, QColor(128, 128, 128, 45))
             painter.setPen(text)
             label = f"{stage}  scale 0–{self.stage_max[stage]:.3g}"
@@ -272,8 +336,10 @@ class ChannelGrid(QWidget):
                              "click a block in the panel\nto see its channels")
             painter.end()
             return
+        gap = self.block.identity_gap
+        exact = f"    |Δ| = {format_gap(gap)}" if gap is not None else ""
         painter.drawText(QRectF(4, 2, self.width() - 8, 18), Qt.AlignmentFlag.AlignLeft,
-                         f"{self.block.name}    ‖F‖ / ‖x‖ = {self.block.ratio:.3f}")
+                         f"{self.block.name}    ‖F‖ / ‖x‖ = {self.block.ratio:.3f}{exact}")
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
         side_by_side = self.width() >= self.height()
         count = len(self._mosaics)

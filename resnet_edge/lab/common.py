@@ -85,5 +85,21 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+# One spelling of the lab's network kinds: "plain" (no shortcuts) and "residual". The CIFAR nets come in two
+# families: "post" (the original post-activation blocks, resnet56/plain56) and "pre" (pre-activation,
+# He et al. 2016: preact_resnet56/preact_plain56).
+KINDS = ("plain", "residual")
+FAMILIES = ("post", "pre")
+FAMILY_CHOICES = {"post": ("post",), "pre": ("pre",), "both": ("post", "pre")}  # what --family takes
+FAMILY_NAMES = {"post": "post-activation", "pre": "pre-activation"}
+
+
+def cifar_arch(kind: str, depth: int, family: str = "post") -> str:
+    """Registry name of a lab net: ("residual", 56, "pre") -> "preact_resnet56", ("plain", 20) -> "plain20"."""
+    if kind not in KINDS or family not in FAMILIES:
+        raise ValueError(f"kind must be one of {KINDS} and family one of {FAMILIES}, got {kind!r}, {family!r}")
+    return f"{'preact_' if family == 'pre' else ''}{'plain' if kind == 'plain' else 'resnet'}{depth}"
+
+
 def verdict_word(holds: bool | None) -> str:
     return {True: "HOLDS", False: "DOES NOT HOLD", None: "INCONCLUSIVE"}[holds]

@@ -2,6 +2,9 @@
 
 He et al. 2016 (Fig. 1 and 6): on CIFAR-10, plain-56 has higher training and test error than plain-20
 (not overfitting: the training error is higher too), while resnet-56 has lower error than resnet-20.
+``families``: the original post-activation nets (plain20, resnet20...), the pre-activation ones of He et
+al.'s "Identity Mappings" paper (preact_plain20, preact_resnet20...), or both; each family is judged on
+its own, and the verdict holds when it holds in every family measured.
 
 Measured with the project's own training loop (``resnet_edge.training.train.train``): the four nets
 (plain and residual at each depth) are trained one after the other with one recipe, the same seed and
@@ -31,10 +34,9 @@ import numpy as np
 
 from ..errors import UserError
 from ..images import ImageFolder
-from .common import format_table, save_figure, verdict_word, write_csv, write_json
+from .common import FAMILIES, FAMILY_NAMES, KINDS, cifar_arch, format_table, save_figure, verdict_word, write_csv, write_json
 
 Log = Callable[[str], None]
-KINDS = ("plain", "resnet")
 # What --quick and --full set; any of it can be overridden by a flag (the report states what ran).
 MODES: dict[str, dict] = {
     "quick": {"subset": 10_000, "val_subset": 2_000, "epochs": 30},
@@ -60,10 +62,12 @@ class DegradationConfig:
     threads: int = 0  # torch threads; 0 = all cores
     seed: int = 0  # init, subset, shuffling and augmentation; the same for all nets
     tie: float = 0.01  # error differences within this (1 point) count as neither better nor worse
+    families: tuple[str, ...] = ("post",)  # "post" (plain20, resnet20...), "pre" (preact_plain20...), or both
 
-    def nets(self) -> list[tuple[str, int, str]]:
-        """(kind, depth, arch) of every net, plain ones first: ("plain", 20, "plain20"), ..."""
-        return [(kind, depth, f"{kind}{depth}") for kind in KINDS for depth in self.depths]
+    def nets(self) -> list[tuple[str, str, int, str]]:
+        """(family, kind, depth, arch) of every net, per family plain ones first: ("post", "plain", 20, "plain20"), ..."""
+        return [(family, kind, depth, cifar_arch(kind, depth, family))
+                for family in self.families for kind in KINDS for depth in self.depths]
 
 
 def config_for_mode(mode: str, data: str, **overrides) -> DegradationConfig:
@@ -164,8 +168,8 @@ def plan_data(config: DegradationConfig, out: Path) -> DataPlan:
 
 @dataclass
 class Curve:
-    arch: str  # "plain20", "resnet56", ...
-    kind: str  # "plain" or "resnet"
+    arch: str  # "plain20", "resnet56", "preact_resnet56", ...
+    kind: str  # "plain" or "residual"
     depth: int  # 20, 56, ...
     epochs: list[int]  # 1..E
     train_error: list[float]  # 1 - training accuracy during each epoch (augmented, train-mode BN)
@@ -173,9 +177,10 @@ class Curve:
     train_loss: list[float]  # label-smoothed cross-entropy during the epoch
     val_loss: list[float]  # plain cross-entropy on the validation images
     seconds: float  # training time summed over epochs (validation not included)
+    family: str = "post"  # "post" or "pre"
 
 
-def read_curve(kind: str, depth: int, arch: str, metrics_csv: Path) -> Curve:
+def read_curve(kind: str, depth: int, arch: str, metrics_csv: Path, family: str = "post") -> Curve:
     """A net's curves from the metrics.csv that train() writes every epoch."""
     with open(metrics_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -184,7 +189,7 @@ def read_curve(kind: str, depth: int, arch: str, metrics_csv: Path) -> Curve:
     column = lambda key: [float(row[key]) for row in rows]  # noqa: E731
     return Curve(arch, kind, depth, [int(row["epoch"]) for row in rows],
                  [1 - a for a in column("train_acc")], [1 - a for a in column("val_acc")], column("train_loss"),
-                 column("val_loss"), sum(column("epoch_seconds")))
+                 column("val_loss"), sum(column("epoch_seconds")), family)
 
 
 @dataclass
@@ -195,12 +200,17 @@ class DegradationResult:
     curves: list[Curve]
     seconds: float  # wall time of the whole run
 
-    def get(self, kind: str, depth: int) -> Curve:
-        return next(c for c in self.curves if c.kind == kind and c.depth == depth)
+    def get(self, kind: str, depth: int, family: str = "post") -> Curve:
+        return next(c for c in self.curves if c.kind == kind and c.depth == depth and c.family == family)
 
-    def _compare(self, kind: str, deeper_should_be: str) -> dict:
+    @property
+    def families(self) -> list[str]:
+        return [f for f in FAMILIES if any(c.family == f for c in self.curves)]
+
+    def _compare(self, kind: str, deeper_should_be: str, family: str = "post") -> dict:
         """Shallowest against deepest net of ``kind`` on final training and validation error."""
-        shallow, deep = self.get(kind, min(self.config.depths)), self.get(kind, max(self.config.depths))
+        shallow = self.get(kind, min(self.config.depths), family)
+        deep = self.get(kind, max(self.config.depths), family)
         tie, sign = self.config.tie, 1 if deeper_should_be == "worse" else -1
         diffs = {"train": deep.train_error[-1] - shallow.train_error[-1], "val": deep.val_error[-1] - shallow.val_error[-1]}
         as_claimed = all(sign * d > tie for d in diffs.values())
@@ -219,18 +229,26 @@ class DegradationResult:
         return {"holds": holds, "measured": text, "difference_train": diffs["train"], "difference_val": diffs["val"]}
 
     def verdict(self) -> dict:
-        """Holds when the deepest plain net ends with higher training AND validation error than the shallowest
-        and the deepest residual net with lower; a difference within ``tie`` is neither (inconclusive), one
-        beyond it in the other direction fails the claim."""
-        plain, residual = self._compare("plain", "worse"), self._compare("resnet", "better")
-        parts = (plain["holds"], residual["holds"])
+        """Holds when, in every family, the deepest plain net ends with higher training AND validation error
+        than the shallowest and the deepest residual net with lower; a difference within ``tie`` is neither
+        (inconclusive), one beyond it in the other direction fails the claim. "plain" and "residual" hold
+        the first family's comparisons; "per_family" all of them."""
+        per_family = {family: {"plain": self._compare("plain", "worse", family),
+                               "residual": self._compare("residual", "better", family)}
+                      for family in self.families}
+        parts = [c["holds"] for family in per_family.values() for c in family.values()]
         holds = False if False in parts else None if None in parts else True
         shallow, deep = min(self.config.depths), max(self.config.depths)
+        first = per_family[self.families[0]]
+        named = len(per_family) > 1
+        measured = "; ".join((f"{FAMILY_NAMES[f]}: " if named else "") + f"{c['plain']['measured']}; {c['residual']['measured']}"
+                             for f, c in per_family.items())
         return {"claim": f"plain-{deep} has higher training and validation error than plain-{shallow} (degradation); "
-                         f"resnet-{deep} has lower error than resnet-{shallow}",
-                "holds": holds, "plain": plain, "residual": residual,
-                "measured": f"{plain['measured']}; {residual['measured']}. A difference of at most "
-                            f"{100 * self.config.tie:g} percentage point(s) counts as a tie"}
+                         f"resnet-{deep} has lower error than resnet-{shallow}"
+                         + (f" ({', '.join(FAMILY_NAMES[f] for f in per_family)})" if self.families != ["post"] else ""),
+                "holds": holds, "plain": first["plain"], "residual": first["residual"], "per_family": per_family,
+                "measured": f"{measured}. A difference of at most {100 * self.config.tie:g} percentage point(s) "
+                            f"counts as a tie"}
 
     def settings(self) -> str:
         c = self.config
@@ -251,20 +269,23 @@ class DegradationResult:
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
 
-        fig = Figure(figsize=(11, 4.2), layout="constrained")
-        axes = fig.subplots(1, 2, sharey=True)
+        families = self.families
+        fig = Figure(figsize=(11, 0.6 + 3.6 * len(families)), layout="constrained")
+        grid = fig.subplots(len(families), 2, sharey=True, squeeze=False)
         palette = ["#e69f00", "#c0392b", "#2c5f8a", "#009e73", "#6a3d9a"]
         top = max(max(c.train_error + c.val_error) for c in self.curves)
-        for ax, kind in zip(axes, KINDS):
-            for color, depth in zip(palette, sorted(self.config.depths)):
-                c = self.get(kind, depth)
-                ax.plot(c.epochs, [100 * e for e in c.train_error], "--", color=color, lw=1.0, label=f"{c.arch} train")
-                ax.plot(c.epochs, [100 * e for e in c.val_error], "-", color=color, lw=2.0, label=f"{c.arch} validation")
-            ax.set(xlabel="epoch", title=f"{'plain' if kind == 'plain' else 'residual'} nets", ylim=(0, 100 * top * 1.05))
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        axes[0].set_ylabel("error (%)")
+        for axes, family in zip(grid, families):
+            for ax, kind in zip(axes, KINDS):
+                for color, depth in zip(palette, sorted(self.config.depths)):
+                    c = self.get(kind, depth, family)
+                    ax.plot(c.epochs, [100 * e for e in c.train_error], "--", color=color, lw=1.0, label=f"{c.arch} train")
+                    ax.plot(c.epochs, [100 * e for e in c.val_error], "-", color=color, lw=2.0,
+                            label=f"{c.arch} validation")
+                ax.set(xlabel="epoch", title=f"{kind} nets, {FAMILY_NAMES[family]}", ylim=(0, 100 * top * 1.05))
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=8)
+            axes[0].set_ylabel("error (%)")
         fig.suptitle(f"Degradation: training (dashed) and validation (solid) error, {self.config.mode} mode, "
                      f"{self.config.epochs} epochs", fontsize=10)
         return fig
@@ -295,7 +316,7 @@ def load_config(out: Path) -> DegradationConfig:
         raise UserError(f"{path} not found: nothing to resume")
     values = json.loads(path.read_text())
     known = {f.name for f in fields(DegradationConfig)}
-    values = {k: tuple(v) if k == "depths" else v for k, v in values.items() if k in known}
+    values = {k: tuple(v) if k in ("depths", "families") else v for k, v in values.items() if k in known}
     return DegradationConfig(**values)
 
 
@@ -309,7 +330,9 @@ def run_degradation(config: DegradationConfig, out: str | Path, resume: bool = F
     from ..training.train import train
 
     nets = config.nets()
-    for _, depth, arch in nets:
+    if not config.families or any(f not in FAMILIES for f in config.families):
+        raise UserError(f"--family: choose from post, pre or both, got {config.families!r}")
+    for _, _, depth, arch in nets:
         if model_spec(arch).layout != "cifar":  # unknown names raise UserError in model_spec
             raise UserError(f"depth {depth}: the lab uses the CIFAR nets (depths 20, 32, 44, 56, 110)")
     if len(set(config.depths)) < 2:
@@ -322,9 +345,9 @@ def run_degradation(config: DegradationConfig, out: str | Path, resume: bool = F
     plan = plan_data(config, out)
     write_json(out / "config.json", asdict(config))
     log(f"degradation, {config.mode} mode: {plan.description}; {config.epochs} epochs each, batch {config.batch_size}, "
-        f"lr {config.lr}, seed {config.seed}, on {device}; nets {', '.join(arch for _, _, arch in nets)}")
+        f"lr {config.lr}, seed {config.seed}, on {device}; nets {', '.join(arch for *_, arch in nets)}")
     curves = []
-    for index, (kind, depth, arch) in enumerate(nets, start=1):
+    for index, (family, kind, depth, arch) in enumerate(nets, start=1):
         run_dir = out / "runs" / arch
         log(f"[{index}/{len(nets)}] {arch} -> {run_dir}")
         train_config = TrainConfig(data=plan.train_root, out=str(run_dir), arch=arch, val_data=plan.val_root,
@@ -332,7 +355,7 @@ def run_degradation(config: DegradationConfig, out: str | Path, resume: bool = F
                                    lr=config.lr, device=device, amp=config.amp, threads=config.threads, seed=config.seed)
         again = resume and (run_dir / "last.pt").is_file()
         train(train_config, resume=again, force=True, show_progress=show_progress)
-        curves.append(read_curve(kind, depth, arch, run_dir / "metrics.csv"))
+        curves.append(read_curve(kind, depth, arch, run_dir / "metrics.csv", family))
     return DegradationResult(config, plan.description, device, curves, time.perf_counter() - started)
 
 
@@ -341,17 +364,27 @@ def run_degradation(config: DegradationConfig, out: str | Path, resume: bool = F
 
 
 def format_summary(result: DegradationResult) -> str:
-    rows = [[c.arch, len(c.epochs), f"{100 * c.train_error[-1]:.2f}%", f"{100 * c.val_error[-1]:.2f}%",
-             f"{100 * min(c.val_error):.2f}%", f"{c.seconds / 60 / len(c.epochs):.2f}", f"{c.seconds / 60:.1f}"]
-            for c in result.curves]
-    return format_table(["net", "epochs", "train err", "val err", "best val err", "min/epoch", "minutes"], rows)
+    """One row per kind and depth; the families side by side."""
+    header = ["kind", "depth"]
+    for family in result.families:
+        header += [f"{family}: net", "epochs", "train err", "val err", "best val err", "min/epoch", "minutes"]
+    rows = []
+    for kind in KINDS:
+        for depth in result.config.depths:
+            row: list = [kind, depth]
+            for family in result.families:
+                c = result.get(kind, depth, family)
+                row += [c.arch, len(c.epochs), f"{100 * c.train_error[-1]:.2f}%", f"{100 * c.val_error[-1]:.2f}%",
+                        f"{100 * min(c.val_error):.2f}%", f"{c.seconds / 60 / len(c.epochs):.2f}", f"{c.seconds / 60:.1f}"]
+            rows.append(row)
+    return format_table(header, rows)
 
 
 def write_degradation(result: DegradationResult, out: str | Path, force: bool = True) -> dict[str, str]:
     """results.json, curves.csv (one row per net and epoch), degradation.png in ``out``."""
     out = Path(out)
     paths = {"results": out / "results.json", "curves": out / "curves.csv", "figure": out / "degradation.png"}
-    rows = [{"arch": c.arch, "kind": c.kind, "depth": c.depth, "epoch": epoch, "train_error": c.train_error[i],
+    rows = [{"arch": c.arch, "family": c.family, "kind": c.kind, "depth": c.depth, "epoch": epoch, "train_error": c.train_error[i],
              "val_error": c.val_error[i], "train_loss": c.train_loss[i], "val_loss": c.val_loss[i]}
             for c in result.curves for i, epoch in enumerate(c.epochs)]
     write_csv(paths["curves"], rows, force)

@@ -1,15 +1,29 @@
-"""Claim 3: the gradient reaches early residual blocks undiminished, and not early plain ones.
+"""Claim 3: the gradient reaches early residual blocks and does not vanish; in plain nets it does not keep its size.
 
 With x_L = x_l + sum_{i=l}^{L-1} F(x_i), d(loss)/d(x_l) = d(loss)/d(x_L) (1 + d/dx_l sum F): a term that
-skips every block. The prediction: ||d(loss)/d(x_l)|| stays of the same order from the last block to
-the first in a residual net, and decays or explodes in its plain twin (same layers, no shortcuts).
+skips every block, so d(loss)/d(x_L) reaches x_l unchanged. In a plain twin (same layers, no shortcuts)
+the gradient is a product of Jacobians, one per block, and can shrink or grow geometrically.
 
-Measured on the CIFAR nets (resnet20/56/110 and plain20/56/110, from ``training.nets``): x_l is each
-block's input as handed out by ``forward_features(x, probes)``; the loss is the mean cross-entropy of
-one batch in training mode (BatchNorm on batch statistics, as in training). Measured at
-initialisation and again after ``steps`` SGD steps on the same data source. Images: a real batch from
-``data`` (class folders, e.g. CIFAR-10) when given, else synthetic frames (``resnet_edge.synthetic``)
-with random labels.
+The write-up's formula holds exactly for pre-activation blocks (nothing after the sum, family "pre":
+preact_resnet20/56/110); the original post-activation blocks (family "post": resnet20/56/110) put a
+ReLU after the sum, so it holds there only approximately. Both are measured with their plain twins.
+
+Two rules judge the measurement, each with its own verdict (neither is tuned to the numbers):
+- "no vanishing" (the write-up's claim as written): for every residual net, at initialisation and
+  after the training steps, no block's gradient falls below 1/10 of the last block's; and every plain
+  net of depth >= 56 leaves [1/10, 10] somewhere (vanishing or exploding). Compared per element:
+  rms_l = ||d(loss)/d(x_l)|| / sqrt(numel(x_l)), since a stage's blocks see half as many elements as
+  the stage before (channels x2, maps /4): the norm alone would shrink by sqrt(2) per stage for a
+  gradient of unchanged size per element.
+- "same order" (the lab's original rule, stronger than the write-up's claim): at initialisation and at
+  every depth >= 56, the residual net's first/last ratio of the plain norms lies within [1/10, 10]
+  and its plain twin's outside.
+
+Measured on the CIFAR nets from ``training.nets``: x_l is each block's input as handed out by
+``forward_features(x, probes)``; the loss is the mean cross-entropy of one batch in training mode
+(BatchNorm on batch statistics, as in training). Measured at initialisation and again after ``steps``
+SGD steps on the same data source. Images: a real batch from ``data`` (class folders, e.g. CIFAR-10)
+when given, else synthetic frames (``resnet_edge.synthetic``) with random labels.
 """
 
 from __future__ import annotations
@@ -29,14 +43,18 @@ from ..preprocess import PreprocessSpec
 from ..training.data import augment_batch, to_input
 from ..training.nets import create_model
 from ..training.train import param_groups
+from .common import FAMILIES, FAMILY_NAMES, KINDS, cifar_arch, verdict_word
 
 Progress = Callable[[int, int, str], None]
 SAME_ORDER = 10.0  # "same order": the first/last ratio within [1/10, 10]
+NO_VANISHING = 10.0  # "no vanishing": no block's per-element gradient below 1/10 of the last block's
+DEEP = 56  # the depth from which plain nets are expected to leave [1/10, 10] (and the old rule judges)
 
 
 @dataclass
 class GradientsConfig:
     depths: tuple[int, ...] = (20, 56, 110)  # CIFAR depths (6n+2); each is measured plain and residual
+    families: tuple[str, ...] = ("post",)  # "post" (resnet56...), "pre" (preact_resnet56...), or both
     data: str | None = None  # folder of class folders (e.g. CIFAR-10 train); None: synthetic frames
     batch_size: int = 64  # images in the measuring batch (and in each training step)
     steps: int = 10  # SGD steps after initialisation; measured again after them (0: initialisation only)
@@ -87,9 +105,11 @@ def load_batches(config: GradientsConfig) -> Batches:
     return Batches(images, labels_t, spec, source)
 
 
-def block_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[str], np.ndarray, float]:
-    """(block names, ||d(loss)/d(x_l)|| per block (L,), loss) for the mean cross-entropy of one batch.
-    Training mode: BatchNorm uses the batch's statistics and its running averages move, as in a step."""
+def block_gradient_norms(model: nn.Module, x: torch.Tensor,
+                         y: torch.Tensor) -> tuple[list[str], np.ndarray, float, list[int]]:
+    """(block names, ||d(loss)/d(x_l)|| per block (L,), loss, numel(x_l) per block) for the mean
+    cross-entropy of one batch. Training mode: BatchNorm uses the batch's statistics and its running
+    averages move, as in a step."""
     model.train()
     probes: list = []
     logits = model.forward_head(model.forward_features(x, probes))
@@ -97,7 +117,7 @@ def block_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     inputs = [block_input for _, block_input, _ in probes]  # x_l, (N, C, H, W) each
     grads = torch.autograd.grad(loss, inputs)
     norms = np.array([g.norm().item() for g in grads])
-    return [name for name, _, _ in probes], norms, loss.item()
+    return [name for name, _, _ in probes], norms, loss.item(), [g.numel() for g in grads]
 
 
 def _train_steps(model: nn.Module, batches: Batches, config: GradientsConfig) -> float:
@@ -118,18 +138,32 @@ def _train_steps(model: nn.Module, batches: Batches, config: GradientsConfig) ->
 
 @dataclass
 class Profile:
-    arch: str  # registry name, e.g. "plain56"
+    arch: str  # registry name, e.g. "plain56", "preact_resnet56"
     kind: str  # "plain" or "residual"
     depth: int  # 20, 56, 110
     when: str  # "init" or "after N steps"
     blocks: list[str]  # block names in forward order, "layer1.0" ...
     norms: list[float]  # ||d(loss)/d(x_l)|| per block
     loss: float  # the measuring batch's loss at that moment
+    family: str = "post"  # "post" or "pre"
+    numels: list[int] | None = None  # elements of x_l per block (the whole batch)
 
     @property
     def ratio(self) -> float:
         """First block's gradient norm over the last block's."""
         return self.norms[0] / self.norms[-1] if self.norms[-1] > 0 else float("inf")
+
+    @property
+    def rms(self) -> np.ndarray:
+        """Per element: ||d(loss)/d(x_l)|| / sqrt(numel(x_l)), the root mean square of the gradient's entries."""
+        numels = np.array(self.numels if self.numels else [1] * len(self.norms), dtype=np.float64)
+        return np.array(self.norms) / np.sqrt(numels)
+
+    @property
+    def relative(self) -> np.ndarray:
+        """rms_l / rms_L: each block's per-element gradient relative to the last block's."""
+        rms = self.rms
+        return rms / rms[-1] if rms[-1] > 0 else np.full_like(rms, np.inf)
 
 
 @dataclass
@@ -139,64 +173,121 @@ class GradientsResult:
     profiles: list[Profile]
     seconds: float
 
-    def get(self, kind: str, depth: int, when: str) -> Profile:
-        return next(p for p in self.profiles if p.kind == kind and p.depth == depth and p.when == when)
+    def get(self, kind: str, depth: int, when: str, family: str = "post") -> Profile:
+        return next(p for p in self.profiles
+                    if p.kind == kind and p.depth == depth and p.when == when and p.family == family)
 
     @property
     def moments(self) -> list[str]:
         return list(dict.fromkeys(p.when for p in self.profiles))
 
-    def verdict(self) -> dict:
-        """Holds when, at initialisation and at every depth >= 56, the residual first/last ratio is within
-        [1/10, 10] and the plain one is outside it. Depth 20 and later moments are reported, not judged."""
-        def same_order(ratio: float) -> bool:
+    @property
+    def families(self) -> list[str]:
+        return [f for f in FAMILIES if any(p.family == f for p in self.profiles)]
+
+    def same_order(self) -> dict:
+        """The lab's original rule: holds when, at initialisation and at every depth >= 56 (all depths when
+        none is), the residual first/last ratio of the norms is within [1/10, 10] and the plain one outside
+        it, in every family measured. Depth 20 and later moments are reported, not judged."""
+        def within(ratio: float) -> bool:
             return 1 / SAME_ORDER <= ratio <= SAME_ORDER
 
-        judged = [d for d in self.config.depths if d >= 56] or list(self.config.depths)
-        ok = {d: same_order(self.get("residual", d, "init").ratio) and not same_order(self.get("plain", d, "init").ratio)
-              for d in judged}
+        judged = [d for d in self.config.depths if d >= DEEP] or list(self.config.depths)
+        ok = {f"{family} {d}": within(self.get("residual", d, "init", family).ratio)
+              and not within(self.get("plain", d, "init", family).ratio)
+              for family in self.families for d in judged}
         parts = []
-        for when in self.moments:
-            parts.append(f"{when}: " + ", ".join(
-                f"depth {d} plain {self.get('plain', d, when).ratio:.3g} vs residual {self.get('residual', d, when).ratio:.3g}"
-                for d in self.config.depths))
-        return {"claim": "||d loss/d x_l|| keeps its order of magnitude from the last block to the first in residual "
+        for family in self.families:
+            for when in self.moments:
+                parts.append(f"{FAMILY_NAMES[family]} {when}: " + ", ".join(
+                    f"depth {d} plain {self.get('plain', d, when, family).ratio:.3g} vs residual "
+                    f"{self.get('residual', d, when, family).ratio:.3g}" for d in self.config.depths))
+        return {"rule": "same order",
+                "claim": "||d loss/d x_l|| keeps its order of magnitude from the last block to the first in residual "
                          "nets, and decays or explodes in plain nets",
                 "holds": all(ok.values()),
                 "measured": "first/last block gradient-norm ratio; " + "; ".join(parts)
                             + f". Judged at init for depth {', '.join(map(str, judged))}: residual within "
-                              f"[1/{SAME_ORDER:g}, {SAME_ORDER:g}] and plain outside it. Images: {self.source}.",
-                "per_depth": {str(d): v for d, v in ok.items()}}
+                              f"[1/{SAME_ORDER:g}, {SAME_ORDER:g}] and plain outside it",
+                "per_depth": ok}
+
+    def no_vanishing(self) -> dict:
+        """The write-up's claim as written: for every residual net, at initialisation and after the steps,
+        min_l rms_l / rms_L >= 1/10 (no block's per-element gradient below a tenth of the last block's);
+        and every plain net of depth >= 56, at both moments, has a block with rms_l / rms_L outside
+        [1/10, 10]. Without a plain net of depth >= 56 that half cannot be judged (inconclusive)."""
+        residual = {f"{p.arch} {p.when}": bool(np.min(p.relative) >= 1 / NO_VANISHING)
+                    for p in self.profiles if p.kind == "residual"}
+        plain = {f"{p.arch} {p.when}": bool(np.max(np.abs(np.log10(p.relative))) > math.log10(NO_VANISHING))
+                 for p in self.profiles if p.kind == "plain" and p.depth >= DEEP}
+        residual_ok = all(residual.values())
+        plain_ok = all(plain.values()) if plain else None
+        holds = False if not residual_ok or plain_ok is False else None if plain_ok is None else True
+
+        def span(p: Profile) -> str:
+            return f"{p.arch} {p.when} {np.min(p.relative):.3g}..{np.max(p.relative):.3g}"
+
+        failed = [k for k, v in {**residual, **plain}.items() if not v]
+        return {"rule": "no vanishing",
+                "claim": "d loss/d x_l contains d loss/d x_L through the identity term, so the gradient reaches the "
+                         "shallow blocks of a residual net and does not vanish; in a plain net of depth >= 56 it "
+                         "vanishes or explodes (a product of Jacobians)",
+                "holds": holds,
+                "measured": "per-element gradient (||d loss/d x_l|| / sqrt(numel x_l)) relative to the last block's, "
+                            "min..max over blocks: residual " + ", ".join(span(p) for p in self.profiles
+                                                                           if p.kind == "residual")
+                            + "; plain " + (", ".join(span(p) for p in self.profiles if p.kind == "plain") or "none")
+                            + f". Rule: every residual min >= 1/{NO_VANISHING:g}; every plain net of depth >= {DEEP} "
+                              f"outside [1/{NO_VANISHING:g}, {NO_VANISHING:g}] somewhere"
+                            + (f"; failing: {', '.join(failed)}" if failed else "")
+                            + ("" if plain else f"; no plain net of depth >= {DEEP} measured"),
+                "residual": residual, "plain": plain}
+
+    def verdict(self) -> dict:
+        """Both rules; the top level is "no vanishing", the claim the write-up makes."""
+        rules = {"no_vanishing": self.no_vanishing(), "same_order": self.same_order()}
+        for rule in rules.values():
+            rule["measured"] += f". Images: {self.source}."
+        main = rules["no_vanishing"]
+        return {"claim": main["claim"], "holds": main["holds"], "measured": main["measured"], "rules": rules}
 
     def to_json(self) -> dict:
         return {"config": asdict(self.config), "source": self.source, "seconds": self.seconds,
-                "ratios": [{"arch": p.arch, "when": p.when, "first_over_last": p.ratio, "first": p.norms[0],
-                            "last": p.norms[-1], "loss": p.loss} for p in self.profiles],
+                "ratios": [{"arch": p.arch, "family": p.family, "when": p.when, "first_over_last": p.ratio,
+                            "first": p.norms[0], "last": p.norms[-1], "loss": p.loss,
+                            "min_relative_per_element": float(np.min(p.relative)),
+                            "max_relative_per_element": float(np.max(p.relative))} for p in self.profiles],
                 "verdict": self.verdict(), "profiles": [asdict(p) for p in self.profiles]}
 
     def figure(self):
-        """One panel per depth: per-block gradient norm on a log scale; plain red, residual blue;
-        solid at initialisation, dashed after the training steps."""
+        """One row per family, one panel per depth: each block's per-element gradient relative to the last
+        block's, on a log scale, with the band [1/10, 10]; plain red, residual blue; solid at
+        initialisation, dashed after the training steps."""
         from matplotlib.figure import Figure
 
-        depths = self.config.depths
-        fig = Figure(figsize=(max(7.0, 4.6 * len(depths)), 4.0), layout="constrained")  # room for the title
-        axes = fig.subplots(1, len(depths), squeeze=False)[0]
+        depths, families = self.config.depths, self.families
+        fig = Figure(figsize=(max(7.0, 4.6 * len(depths)), 0.6 + 3.6 * len(families)), layout="constrained")
+        axes = fig.subplots(len(families), len(depths), squeeze=False)
         colors = {"plain": "#c0392b", "residual": "#2c5f8a"}
-        for ax, depth in zip(axes, depths):
-            for p in (p for p in self.profiles if p.depth == depth):
-                blocks = np.arange(1, len(p.norms) + 1)
-                style = "-" if p.when == "init" else "--"
-                ax.plot(blocks, p.norms, style, color=colors[p.kind], marker="o" if len(blocks) <= 27 else None,
-                        ms=3, label=f"{p.arch} {p.when} (first/last {p.ratio:.3g})")
-            n = (depth - 2) // 6
-            for boundary in (n + 0.5, 2 * n + 0.5):  # stage changes: channels double, maps halve
-                ax.axvline(boundary, color="0.6", lw=0.7, ls=":")
-            ax.set_yscale("log")
-            ax.set(xlabel="block l (input side -> output side)", ylabel="||d loss / d x_l||", title=f"depth {depth}")
-            ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize=7)
-        fig.suptitle(f"Gradient norm at each block's input ({'real images' if self.config.data else 'synthetic frames'}, "
+        for row, family in zip(axes, families):
+            for ax, depth in zip(row, depths):
+                for p in (p for p in self.profiles if p.depth == depth and p.family == family):
+                    blocks = np.arange(1, len(p.norms) + 1)
+                    style = "-" if p.when == "init" else "--"
+                    ax.plot(blocks, p.relative, style, color=colors[p.kind], marker="o" if len(blocks) <= 27 else None,
+                            ms=3, label=f"{p.arch} {p.when} (norm first/last {p.ratio:.3g})")
+                ax.axhspan(1 / NO_VANISHING, NO_VANISHING, color="0.85", alpha=0.5, lw=0)
+                ax.axhline(1.0, color="0.5", lw=0.7)
+                n = (depth - 2) // 6
+                for boundary in (n + 0.5, 2 * n + 0.5):  # stage changes: channels double, maps halve
+                    ax.axvline(boundary, color="0.6", lw=0.7, ls=":")
+                ax.set_yscale("log")
+                ax.set(xlabel="block l (input side -> output side)", ylabel="rms_l / rms_last (per element)",
+                       title=f"{FAMILY_NAMES[family]}, depth {depth}")
+                ax.grid(alpha=0.3, which="both")
+                ax.legend(fontsize=7)
+        fig.suptitle(f"Gradient at each block's input, per element, relative to the last block's; grey band "
+                     f"[1/{NO_VANISHING:g}, {NO_VANISHING:g}] ({'real images' if self.config.data else 'synthetic frames'}, "
                      f"batch {self.config.batch_size}, training-mode BatchNorm)", fontsize=10)
         return fig
 
@@ -209,6 +300,8 @@ def run_gradients(config: GradientsConfig | None = None, progress: Progress | No
             raise UserError(f"depth {depth}: CIFAR nets have 6n+2 layers (20, 32, 44, 56, 110)")
     if config.batch_size < 2 or config.steps < 0:
         raise UserError("--batch-size must be at least 2 and --steps at least 0")
+    if not config.families or any(f not in FAMILIES for f in config.families):
+        raise UserError(f"--family: choose from post, pre or both, got {config.families!r}")
     started = time.perf_counter()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -217,32 +310,52 @@ def run_gradients(config: GradientsConfig | None = None, progress: Progress | No
     y = batches.labels[: config.batch_size]
     after = f"after {config.steps} steps"
     profiles: list[Profile] = []
-    jobs = [(kind, depth) for depth in config.depths for kind in ("plain", "residual")]
-    for index, (kind, depth) in enumerate(jobs):
-        arch = f"{'plain' if kind == 'plain' else 'resnet'}{depth}"
+    jobs = [(family, kind, depth) for family in config.families for depth in config.depths for kind in KINDS]
+    for index, (family, kind, depth) in enumerate(jobs):
+        arch = cifar_arch(kind, depth, family)
         if progress:
             progress(index, len(jobs), arch)
         torch.manual_seed(config.seed)
         model = create_model(arch, num_classes=10)
-        names, norms, loss = block_gradient_norms(model, x, y)
-        profiles.append(Profile(arch, kind, depth, "init", names, norms.tolist(), loss))
+        names, norms, loss, numels = block_gradient_norms(model, x, y)
+        profiles.append(Profile(arch, kind, depth, "init", names, norms.tolist(), loss, family, numels))
         if config.steps:
             _train_steps(model, batches, config)
-            names, norms, loss = block_gradient_norms(model, x, y)
-            profiles.append(Profile(arch, kind, depth, after, names, norms.tolist(), loss))
+            names, norms, loss, numels = block_gradient_norms(model, x, y)
+            profiles.append(Profile(arch, kind, depth, after, names, norms.tolist(), loss, family, numels))
     if progress:
         progress(len(jobs), len(jobs), "done")
     return GradientsResult(config, batches.source, profiles, time.perf_counter() - started)
 
 
 def format_summary(result: GradientsResult) -> str:
+    """One row per depth, kind and moment; per family side by side: the norm's first/last ratio (the
+    "same order" rule) and the per-element gradient relative to the last block's, min and max over
+    blocks (the "no vanishing" rule)."""
     from .common import format_table
 
+    families = result.families
+    header = ["depth", "kind", "when"]
+    for family in families:
+        header += [f"{family}: net", "first/last", "min rel/elem", "max rel/elem", "loss"]
     rows = []
-    for p in result.profiles:
-        rows.append([p.arch, p.when, len(p.norms), f"{p.norms[0]:.3g}", f"{p.norms[-1]:.3g}", f"{p.ratio:.3g}",
-                     f"{min(p.norms):.3g}", f"{max(p.norms):.3g}", f"{p.loss:.3f}"])
-    return format_table(["net", "when", "blocks", "first", "last", "first/last", "min", "max", "loss"], rows)
+    for depth in result.config.depths:
+        for kind in KINDS:
+            for when in result.moments:
+                row = [depth, kind, when]
+                for family in families:
+                    p = result.get(kind, depth, when, family)
+                    row += [p.arch, f"{p.ratio:.3g}", f"{np.min(p.relative):.3g}", f"{np.max(p.relative):.3g}",
+                            f"{p.loss:.3f}"]
+                rows.append(row)
+    return format_table(header, rows)
+
+
+def format_rules(result: GradientsResult) -> str:
+    """Both rules' verdicts, one paragraph each."""
+    rules = result.verdict()["rules"]
+    return "\n".join(f"rule \"{rule['rule']}\": {verdict_word(rule['holds'])}: {rule['measured']}"
+                     for rule in rules.values())
 
 
 def write_gradients(result: GradientsResult, out: Path, force: bool = True) -> dict[str, str]:
@@ -251,8 +364,10 @@ def write_gradients(result: GradientsResult, out: Path, force: bool = True) -> d
 
     out = Path(out)
     paths = {"results": out / "results.json", "gradients": out / "gradients.csv", "figure": out / "gradients.png"}
-    rows = [{"arch": p.arch, "kind": p.kind, "depth": p.depth, "when": p.when, "block_index": i, "block": name,
-             "grad_norm": norm} for p in result.profiles for i, (name, norm) in enumerate(zip(p.blocks, p.norms))]
+    rows = [{"arch": p.arch, "family": p.family, "kind": p.kind, "depth": p.depth, "when": p.when, "block_index": i,
+             "block": name, "grad_norm": norm, "numel": p.numels[i] if p.numels else None, "grad_rms": p.rms[i],
+             "relative_to_last": p.relative[i]}
+            for p in result.profiles for i, (name, norm) in enumerate(zip(p.blocks, p.norms))]
     write_csv(paths["gradients"], rows, force)
     save_figure(result.figure(), paths["figure"], force)
     write_json(paths["results"], {"experiment": "gradients", **result.to_json(),

@@ -29,10 +29,10 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UserError
+from .common import KINDS
 
 # progress(done, total, message); return False to stop (run_narrow then raises NarrowCancelled)
 Progress = Callable[[int, int, str], "bool | None"]
-KINDS = ("plain", "residual")
 
 
 @dataclass

@@ -25,7 +25,7 @@ import torch
 from ..atomicio import check_writable, write_bytes_atomic
 from ..errors import CheckFailed, UserError
 from ..labelsets import load_labels
-from ..metadata import ModelContract, probe_output_names
+from ..metadata import ModelContract, block_output_name, probe_output_names
 from ..preprocess import PreprocessSpec, default_spec, preprocess
 from ..synthetic import synthetic_frames
 from .checkpoint import check_architecture, load_checkpoint, load_weights, spec_from_checkpoint
@@ -125,7 +125,8 @@ def build_for_export(options: ExportOptions, log=print) -> tuple[ResNetBase, lis
 
 
 def to_onnx_bytes(model: ResNetBase, spec: PreprocessSpec, probes: bool, opset: int) -> bytes:
-    """Trace to ONNX with a dynamic batch axis; outputs "logits" then probe.<block>.x / .residual."""
+    """Trace to ONNX with a dynamic batch axis; outputs "logits" then probe.<block>.x / .residual, then
+    (with probes) probe.<last block>.out, the last block's output x_L."""
     if opset < MIN_OPSET:
         raise UserError(f"--opset must be >= {MIN_OPSET}, got {opset}")
     output_names = ["logits"]
@@ -133,9 +134,10 @@ def to_onnx_bytes(model: ResNetBase, spec: PreprocessSpec, probes: bool, opset: 
         for block in model.block_names:
             names = probe_output_names(block)
             output_names += [names["x"], names["residual"]]
+        output_names.append(block_output_name(model.block_names[-1]))
     # the exporter restores each module's train/eval flag afterwards, recursively from the top module:
     # the wrapper must be in eval mode too, or the net comes back in training mode
-    module = (ProbedModel(model) if probes else model).eval()
+    module = (ProbedModel(model, block_output=True) if probes else model).eval()
     dummy = torch.zeros(1, 3, *spec.input_size)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -190,7 +192,7 @@ def check_parity(model: ResNetBase, onnx_bytes: bytes, spec: PreprocessSpec, pro
     session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
     ort_outputs = session.run(None, {"input": inputs})
     with torch.no_grad():
-        torch_outputs = ProbedModel(model).eval()(torch.from_numpy(inputs)) if probes else (model(torch.from_numpy(inputs)),)
+        torch_outputs = ProbedModel(model, block_output=True).eval()(torch.from_numpy(inputs)) if probes else (model(torch.from_numpy(inputs)),)
     torch_logits = torch_outputs[0].numpy()
     max_diff = float(np.max(np.abs(ort_outputs[0] - torch_logits)))
     agreement = float(np.mean(ort_outputs[0].argmax(1) == torch_logits.argmax(1)))
@@ -216,6 +218,10 @@ def export(options: ExportOptions, log=print) -> tuple[Path, ParityReport]:
                         "fresh_weights": options.checkpoint is None}}
     if labels == load_labels("imagenet"):  # WordNet ids tell apart the names ImageNet uses twice (crane, maillot)
         extra["label_ids"] = load_labels("imagenet_wnids")
+    form = model_spec(model.arch).form  # a new key: "post-activation", "pre-activation" or "plain"
+    extra["form"] = form
+    if options.probes:  # the last block's output x_L, so every block has its x_{l+1}
+        extra["block_output"] = {blocks[-1]: block_output_name(blocks[-1])}
     for key, value in (options.extra_metadata or {}).items():
         extra.setdefault(key, value)
     contract = ModelContract(
@@ -223,7 +229,7 @@ def export(options: ExportOptions, log=print) -> tuple[Path, ParityReport]:
         probes={block: probe_output_names(block) for block in blocks} if options.probes else {},
         precision="fp32", extra=extra,
     )
-    doc = (f"{model.arch} ({'residual' if not model_spec(model.arch).plain else 'plain'}) image classifier, "
+    doc = (f"{model.arch} ({'residual, ' + form if form != 'plain' else 'plain'}) image classifier, "
            f"{len(labels)} classes, input {spec.input_size[0]}x{spec.input_size[1]} {spec.color_order}; "
            "exported by resnet-edge. Preprocessing and labels are in metadata_props.")
     onnx_bytes = attach_metadata(onnx_bytes, contract, doc)
