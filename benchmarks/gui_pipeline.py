@@ -62,7 +62,7 @@ import numpy as np  # noqa: E402
 from PySide6.QtCore import QEvent, QEventLoop, QObject, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from gui.app import MainWindow, resolve_start_model  # noqa: E402
+from resnet_edge_gui.app import MainWindow, resolve_start_model  # noqa: E402
 from resnet_edge.atomicio import write_bytes_atomic  # noqa: E402
 from resnet_edge.errors import UserError  # noqa: E402
 from resnet_edge.sources import DemoSource, Frame, FrameSource  # noqa: E402

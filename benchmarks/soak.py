@@ -155,7 +155,7 @@ def soak_app(model: Path, frames: int, warmup: int, threads: int | None, provide
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from gui.app import MainWindow
+    from resnet_edge_gui.app import MainWindow
     from resnet_edge.sources import DemoSource
 
     from PySide6.QtCore import QEvent

@@ -1,13 +1,18 @@
-"""python -m gui: start the resnet-edge desktop app."""
+"""python -m resnet_edge_gui (or python -m gui from a checkout): start the resnet-edge desktop app."""
 
 import sys
 
+if __package__:  # run as a package: whatever name it was installed or found under
+    from importlib import import_module
+
+    _package = __package__
+else:  # PyInstaller runs this file as a plain script, with the folder collected as the package "gui"
+    from importlib import import_module
+
+    _package = "gui"
+
 if "--probe-model" in sys.argv[1:]:
-    # a child process trying a model for the app (gui/probe.py): skip importing Qt, it only slows the start
-    from gui.probe import probe_main  # absolute: PyInstaller runs this file as a plain script
+    # a child process trying a model for the app (probe.py): skip importing Qt, it only slows the start
+    raise SystemExit(import_module(f"{_package}.probe").probe_main(sys.argv[1:]))
 
-    raise SystemExit(probe_main(sys.argv[1:]))
-
-from gui.app import main  # noqa: E402
-
-raise SystemExit(main())
+raise SystemExit(import_module(f"{_package}.app").main())

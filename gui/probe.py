@@ -196,7 +196,7 @@ def probe_command(path: Path, provider: str, result: Path) -> list[str]:
     tail = [PROBE_FLAG, str(path), "--provider", provider, "--probe-result", str(result)]
     if getattr(sys, "frozen", False):  # sys.executable is resnet-edge-gui itself; gui/__main__.py dispatches
         return [sys.executable, *tail]
-    return [sys.executable, "-m", "gui", *tail]
+    return [sys.executable, "-m", __package__ or "gui", *tail]
 
 
 def child_env() -> dict[str, str]:

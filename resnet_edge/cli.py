@@ -344,7 +344,7 @@ def _run_gui(args: argparse.Namespace) -> int:
         argv = ["classify", "--source", "demo" if args.source == "auto" else args.source, "--max-frames", "30",
                 "--provider", args.provider, "--precision", args.precision]
         return main(argv + (["--model", args.model] if args.model else []))
-    from gui.app import main as gui_main  # without PySide6: main() names the [gui] extra
+    from resnet_edge_gui.app import main as gui_main  # without PySide6: main() names the [gui] extra
     argv = ["--source", args.source, "--provider", args.provider, "--precision", args.precision]
     if args.self_test is not None:
         argv += ["--self-test", str(args.self_test)]
@@ -718,6 +718,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     # one line, whatever the message carries (file names and labels from others, URLs with secrets)
     print(f"resnet-edge {command}: error: {printable(redact_text(message), 2000)}", file=sys.stderr)
     return code
+
+
+def gui_main(argv: Sequence[str] | None = None) -> int:
+    """`resnet-edge-gui`, the app's own entry point: without PySide6, one line naming the [gui] extra."""
+    try:
+        from resnet_edge_gui.app import main as app_main
+    except ModuleNotFoundError as error:
+        from .extras import missing_module_message
+
+        message = missing_module_message(error)
+        if message is None:
+            raise
+        print(f"resnet-edge-gui: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return app_main(list(argv) if argv is not None else None)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from PySide6.QtCore import QEventLoop, QTimer  # noqa: E402
 from PySide6.QtGui import QFontDatabase  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from gui.app import MainWindow, resolve_start_model  # noqa: E402
+from resnet_edge_gui.app import MainWindow, resolve_start_model  # noqa: E402
 from resnet_edge.atomicio import atomic_path, check_writable  # noqa: E402
 from resnet_edge.errors import UserError  # noqa: E402
 

@@ -13,6 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# the app remembers model, source and window between runs: tests keep that in a file of their own, never the user's
+os.environ["RESNET_EDGE_SETTINGS"] = os.path.join(
+    __import__("tempfile").mkdtemp(prefix="resnet-edge-test-settings-"), "settings.ini")
 
 try:
     import torch  # noqa: F401
@@ -95,7 +98,7 @@ def make_window(qtbot, tmp_path, models_dir):
     """make(**kwargs) -> MainWindow on the test module's ``models_dir`` (the default model), demo source, one ORT
     thread, no camera scan; every window made is shut down (threads joined) after the test."""
     pytest.importorskip("PySide6")
-    from gui.app import MainWindow
+    from resnet_edge_gui.app import MainWindow
 
     windows = []
 

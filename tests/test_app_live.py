@@ -18,9 +18,9 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QMimeData, QPointF, QRect, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDropEvent  # noqa: E402
 
-import gui.qtdeps as qtdeps  # noqa: E402
-from gui.app import MainWindow, app_settings, build_parser, fit_rect, main, remembered_start  # noqa: E402
-from gui.confidence import Smoother, is_unsure, model_threshold, shown_prediction  # noqa: E402
+import resnet_edge_gui.qtdeps as qtdeps  # noqa: E402
+from resnet_edge_gui.app import MainWindow, app_settings, build_parser, fit_rect, main, remembered_start  # noqa: E402
+from resnet_edge_gui.confidence import Smoother, is_unsure, model_threshold, shown_prediction  # noqa: E402
 from resnet_edge.errors import UserError  # noqa: E402
 from resnet_edge.runtime import BlockActivation, Classifier, top_k  # noqa: E402
 from resnet_edge.sources import Frame, FrameSource  # noqa: E402
@@ -238,7 +238,7 @@ def test_a_silent_camera_shows_no_prediction(qtbot, make_window):
 
 
 def test_auto_without_camera_says_so(qtbot, make_window, monkeypatch):
-    import gui.workers as workers
+    import resnet_edge_gui.workers as workers
 
     def no_camera(index, resolution=None):
         raise UserError(f"camera {index} did not open (no such camera, or it is in use)")
@@ -253,7 +253,7 @@ def test_auto_without_camera_says_so(qtbot, make_window, monkeypatch):
 
 
 def test_rescan_says_what_it_found(qtbot, make_window, monkeypatch):
-    import gui.workers as workers
+    import resnet_edge_gui.workers as workers
 
     monkeypatch.setattr(workers, "scan_cameras", lambda indices, skip: [])
     window = make_window()
@@ -402,7 +402,7 @@ def test_missing_qt_system_libraries_are_named_with_one_install_command(monkeypa
 
 
 def test_lab_judges_only_on_enough_seeds(qtbot, tmp_path):
-    from gui.widgets.lab import MIN_SEEDS, LabTab, verdict_line
+    from resnet_edge_gui.widgets.lab import MIN_SEEDS, LabTab, verdict_line
 
     assert verdict_line(False, "plain bounded 0/5", 2).startswith("too few seeds to judge (2;")
     assert verdict_line(True, "x", MIN_SEEDS) == "HOLDS: x" and verdict_line(False, "x", 7) == "DOES NOT HOLD: x"

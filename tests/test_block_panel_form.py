@@ -31,7 +31,7 @@ def _probe(path):
 
 
 def _shown(qtbot, blocks):
-    from gui.widgets import BlockPanel, ChannelGrid
+    from resnet_edge_gui.widgets import BlockPanel, ChannelGrid
 
     panel = BlockPanel()
     qtbot.addWidget(panel)
@@ -61,7 +61,7 @@ def test_preact_panel_names_the_form_and_the_identity_holds_per_block(qtbot, pre
         expected = float(np.max(np.abs(block.output.astype(np.float64) - block.x - block.residual)))
         assert gap == pytest.approx(expected, abs=1e-12)
         assert gap <= float(np.abs(block.output).max()) * 2 ** -20  # float rounding of one addition
-    from gui.widgets.blocks import format_gap
+    from resnet_edge_gui.widgets.blocks import format_gap
 
     assert [format_gap(g) for g in panel.identity_gaps].count("n/a") == 2
     assert format_gap(3.2e-7) == "3e-07" and format_gap(3.2e-7, narrow=True) == "e-07" and format_gap(0.0) == "0"

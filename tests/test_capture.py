@@ -164,7 +164,7 @@ def test_mirror_flips_camera_frames():
 @pytest.mark.parametrize("spec_live", [("demo", False), ("0", True), ("clip.mp4", False), ("rtsp://h/x", True)])
 def test_app_factories_say_whether_a_failed_open_is_retried(spec_live):
     pytest.importorskip("PySide6")
-    from gui.workers import source_factory
+    from resnet_edge_gui.workers import source_factory
 
     spec, live = spec_live
     assert source_factory(spec).live is live

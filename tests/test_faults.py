@@ -242,7 +242,7 @@ def child_that(behaviour: str):
     """A probe command whose InferenceSession aborts the process or hangs; the rest is the real probe entry."""
     effect = {"crash": "os.abort()", "hang": "time.sleep(3600)"}[behaviour]
     code = (f"import os, sys, time, onnxruntime; onnxruntime.InferenceSession = lambda *a, **k: {effect}; "
-            "from gui.probe import probe_main; sys.exit(probe_main(sys.argv[1:]))")
+            "from resnet_edge_gui.probe import probe_main; sys.exit(probe_main(sys.argv[1:]))")
 
     def command(path: Path, provider: str, result: Path) -> list[str]:
         return [sys.executable, "-c", code, "--probe-model", str(path), "--provider", provider, "--probe-result", str(result)]
@@ -259,33 +259,33 @@ def user_model(tmp_path) -> Path:
 
 
 def test_probe_command_uses_the_bundle_executable_when_frozen(monkeypatch, tmp_path):
-    from gui.probe import probe_command
+    from resnet_edge_gui.probe import probe_command
 
     model, result = tmp_path / "m.onnx", tmp_path / "r.json"
     tail = ["--probe-model", str(model), "--provider", "cpu", "--probe-result", str(result)]
-    assert probe_command(model, "cpu", result) == [sys.executable, "-m", "gui", *tail]
+    assert probe_command(model, "cpu", result) == [sys.executable, "-m", "resnet_edge_gui", *tail]
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "executable", "/opt/resnet-edge-gui/resnet-edge-gui")
     assert probe_command(model, "cpu", result) == ["/opt/resnet-edge-gui/resnet-edge-gui", *tail]
 
 
 def test_probe_entry_prints_one_json_line(user_model, tmp_path, capsys):
-    import gui.app
+    import resnet_edge_gui.app
 
-    assert gui.app.main(["--probe-model", str(user_model), "--provider", "cpu"]) == 0  # resnet-edge-gui's entry
+    assert resnet_edge_gui.app.main(["--probe-model", str(user_model), "--provider", "cpu"]) == 0  # resnet-edge-gui's entry
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1
     report = json.loads(lines[0])
     assert report["ok"] and report["provider"] == "cpu" and report["classes"] == 10 and report["finite"]
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
-    assert gui.app.main(["--probe-model", str(junk)]) == 2
+    assert resnet_edge_gui.app.main(["--probe-model", str(junk)]) == 2
     report = json.loads(capsys.readouterr().out)
     assert not report["ok"] and "junk.onnx" in report["error"]
 
 
 def test_run_probe_judges_real_crashing_and_hanging_children(user_model):
-    from gui.probe import run_probe
+    from resnet_edge_gui.probe import run_probe
 
     passed = run_probe(user_model, "cpu", timeout=120)  # the real `python -m gui --probe-model` child
     assert passed.ok and passed.details["provider"] == "cpu" and passed.returncode == 0
@@ -351,7 +351,7 @@ def test_app_names_the_provider_that_runs_when_the_one_asked_for_fails(qtbot, ma
 def test_app_tries_a_picked_model_in_a_child_first_and_survives_crashes_and_hangs(qtbot, make_window, models_dir,
                                                                                   user_model):
     behaviour = {"now": "crash"}
-    from gui.probe import ProbeCache, probe_command
+    from resnet_edge_gui.probe import ProbeCache, probe_command
 
     def command(path: Path, provider: str, result: Path) -> list[str]:
         if behaviour["now"] == "real":
@@ -401,8 +401,8 @@ def test_app_tries_a_picked_model_in_a_child_first_and_survives_crashes_and_hang
 
 
 def test_closing_the_window_kills_a_hung_probe(qtbot, models_dir, user_model, tmp_path):
-    from gui.app import MainWindow
-    from gui.probe import ProbeCache
+    from resnet_edge_gui.app import MainWindow
+    from resnet_edge_gui.probe import ProbeCache
 
     started = threading.Event()
 

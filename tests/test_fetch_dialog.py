@@ -18,7 +18,7 @@ from test_fetch import FileServer, payload  # noqa: E402
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from gui.widgets.fetch_dialog import FetchDialog  # noqa: E402
+from resnet_edge_gui.widgets.fetch_dialog import FetchDialog  # noqa: E402
 from resnet_edge.fetch import part_path  # noqa: E402
 
 WAIT_MS = 30000

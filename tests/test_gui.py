@@ -27,10 +27,10 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QThread, QTimer, Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-import gui.app  # noqa: E402
-from gui.app import MainWindow, main, precision_variants, resolve_start_model  # noqa: E402
-from gui.outputs import CSV_COLUMNS  # noqa: E402
-from gui.workers import (Backoff, CaptureWorker, CapturedFrame, InferenceWorker, LatestFrame,  # noqa: E402
+import resnet_edge_gui.app  # noqa: E402
+from resnet_edge_gui.app import MainWindow, main, precision_variants, resolve_start_model  # noqa: E402
+from resnet_edge_gui.outputs import CSV_COLUMNS  # noqa: E402
+from resnet_edge_gui.workers import (Backoff, CaptureWorker, CapturedFrame, InferenceWorker, LatestFrame,  # noqa: E402
                          source_factory)
 from resnet_edge.errors import UserError  # noqa: E402
 from resnet_edge.providers import available_providers  # noqa: E402
@@ -450,11 +450,11 @@ def test_close_does_not_wait_out_a_reconnect_backoff(qtbot, models_dir, tmp_path
 
 def test_installed_pyside6_keeps_its_references():
     """PySide6 6.12.0 on Python < 3.12 drops a reference to None per void call and the app dies in a minute."""
-    assert not gui.app.pyside_drops_references()
+    assert not resnet_edge_gui.app.pyside_drops_references()
 
 
 def test_main_refuses_a_pyside6_that_would_crash(monkeypatch, capsys):
-    monkeypatch.setattr(gui.app, "pyside_drops_references", lambda: True)
+    monkeypatch.setattr(resnet_edge_gui.app, "pyside_drops_references", lambda: True)
     assert main(["--source", "demo"]) == 2
     assert "PySide6-Essentials<6.12" in capsys.readouterr().err
 
@@ -467,10 +467,10 @@ class _Block:
         if name.split(".")[0] in ("torch", "matplotlib"):
             raise ImportError(name + " is blocked in this test")
 sys.meta_path.insert(0, _Block())
-import gui.app, gui.workers, gui.widgets, gui.outputs
+import resnet_edge_gui.app, resnet_edge_gui.workers, resnet_edge_gui.widgets, resnet_edge_gui.outputs
 import runpy
-sys.argv = ["gui", "--help"]
-runpy.run_module("gui", run_name="__main__")
+sys.argv = ["resnet_edge_gui", "--help"]
+runpy.run_module("resnet_edge_gui", run_name="__main__")
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
                             env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})

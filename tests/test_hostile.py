@@ -253,7 +253,7 @@ def test_cancel_ends_a_run_in_progress_from_another_thread(tmp_path):
 
 def test_the_inference_worker_stops_during_an_endless_run(qtbot, tmp_path):
     """The app's close: stop() cancels the run the worker is stuck in, and the thread ends."""
-    from gui.workers import CapturedFrame, InferenceWorker, LatestFrame
+    from resnet_edge_gui.workers import CapturedFrame, InferenceWorker, LatestFrame
     from resnet_edge.runtime import Classifier
 
     model = tmp_path / "loop.onnx"
@@ -286,7 +286,7 @@ def test_a_legit_model_keeps_its_budget_figures_small():
 # --- the app's model check child ---------------------------------------------------------------------
 
 def test_model_check_runs_several_frames_through_the_real_preprocessing(tmp_path):
-    from gui.probe import CHECK_FRAMES, run_probe
+    from resnet_edge_gui.probe import CHECK_FRAMES, run_probe
 
     model = tmp_path / "tiny.onnx"
     model.write_bytes(build_model())
@@ -297,7 +297,7 @@ def test_model_check_runs_several_frames_through_the_real_preprocessing(tmp_path
 
 @pytest.mark.parametrize("make,needle", [(endless_loop, "has control flow"), (expand_bomb, "over the budget")])
 def test_model_check_refuses_loops_and_bombs(make, needle, tmp_path):
-    from gui.probe import run_probe
+    from resnet_edge_gui.probe import run_probe
 
     model = tmp_path / "hostile.onnx"
     model.write_bytes(make())
@@ -309,7 +309,7 @@ def test_model_check_refuses_loops_and_bombs(make, needle, tmp_path):
 def test_model_check_child_runs_under_a_memory_limit(tmp_path):
     """A model within the static budget that still needs more than the child may map is refused by RLIMIT_AS:
     a 400 MB tensor in a child capped at its start-up footprint plus 250 MB."""
-    from gui.probe import run_probe
+    from resnet_edge_gui.probe import run_probe
 
     nodes = _head() + [helper.make_node("ReduceMean", ["pooled"], ["one_value"], keepdims=1),
                        helper.make_node("Expand", ["one_value", "shape"], ["big"]),
@@ -355,8 +355,8 @@ def test_error_lines_carry_no_control_characters(tmp_path, capsys):
 
 
 def test_prediction_csv_cells_never_start_a_formula(tmp_path):
-    from gui.outputs import PredictionRecorder
-    from gui.workers import CapturedFrame, InferenceResult, ModelInfo
+    from resnet_edge_gui.outputs import PredictionRecorder
+    from resnet_edge_gui.workers import CapturedFrame, InferenceResult, ModelInfo
     from resnet_edge.runtime import top_k
 
     recorder = PredictionRecorder(tmp_path / "p.csv")
@@ -376,7 +376,7 @@ def test_prediction_csv_cells_never_start_a_formula(tmp_path):
 
 
 def test_app_widgets_draw_labels_escaped(qtbot):
-    from gui.widgets import TopKBars
+    from resnet_edge_gui.widgets import TopKBars
     from resnet_edge.runtime import top_k
 
     bars = TopKBars()

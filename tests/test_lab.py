@@ -326,7 +326,7 @@ def lab_window(qtbot, tmp_path, monkeypatch):
     """The main window with no model (an empty models folder) and the demo source: no torch needed."""
     pytest.importorskip("PySide6")
     pytest.importorskip("pytestqt")
-    from gui.app import MainWindow
+    from resnet_edge_gui.app import MainWindow
 
     (tmp_path / "models").mkdir()
     monkeypatch.setenv("RESNET_EDGE_MODELS", str(tmp_path / "models"))

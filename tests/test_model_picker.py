@@ -43,7 +43,7 @@ def test_catalog_lists_shipped_fetched_and_recent_with_what_their_metadata_says(
 
 
 def test_picker_opens_the_chosen_model_and_refuses_one_without_metadata(qtbot, tmp_path):
-    from gui.widgets.models import ModelPicker
+    from resnet_edge_gui.widgets.models import ModelPicker
 
     bare = tmp_path / "theirs.onnx"
     bare_classifier(bare)
@@ -67,7 +67,7 @@ def summary_labels(summary) -> list[str]:
 
 
 def test_import_dialog_asks_what_is_missing_and_writes_a_usable_copy(qtbot, tmp_path):
-    from gui.widgets.models import ImportDialog, imported_name
+    from resnet_edge_gui.widgets.models import ImportDialog, imported_name
 
     bare = tmp_path / "theirs.onnx"
     bare_classifier(bare, classes=10, side=32)

@@ -29,11 +29,13 @@ def test_wheel_contains_models_labels_and_entry_point(wheel):
     assert "resnet_edge/_models/cifar10-resnet20.onnx" in names
     assert "resnet_edge/_models/README.md" in names
     assert "resnet_edge/labels/imagenet1k.txt" in names and "resnet_edge/labels/cifar10.txt" in names
-    assert "gui/assets/sample.png" in names  # the self-test of an installed app classifies it
-    assert "resnet_edge/commands/teach.py" in names and "gui/widgets/teach.py" in names
+    assert "resnet_edge_gui/assets/sample.png" in names  # the self-test of an installed app classifies it
+    assert "resnet_edge/commands/teach.py" in names and "resnet_edge_gui/widgets/teach.py" in names
+    # the app installs under a name of our own: a top-level "gui" package would clash with any other of that name
+    assert not any(n.startswith("gui/") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "resnet-edge = resnet_edge.cli:main" in text
+    assert "resnet-edge = resnet_edge.cli:main" in text and "resnet-edge-gui = resnet_edge.cli:gui_main" in text
     assert not any(n.startswith("tests/") for n in names)
 
 

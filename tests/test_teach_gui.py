@@ -9,7 +9,7 @@ pytest.importorskip("PySide6")
 from PySide6.QtCore import Qt  # noqa: E402
 
 from conftest import ROOT  # noqa: E402
-from gui.widgets.teach import LIVE_MODEL, TeachTab  # noqa: E402
+from resnet_edge_gui.widgets.teach import LIVE_MODEL, TeachTab  # noqa: E402
 from resnet_edge.cli import main  # noqa: E402
 from resnet_edge.errors import UserError  # noqa: E402
 from resnet_edge.runtime import Classifier  # noqa: E402
@@ -159,7 +159,7 @@ class _NoTorch:
         if name == "torch" or name.startswith("torch."):
             raise ImportError("torch is blocked in this test")
 sys.meta_path.insert(0, _NoTorch())
-import gui.widgets.teach, resnet_edge.teach, resnet_edge.commands.teach
+import resnet_edge_gui.widgets.teach, resnet_edge.teach, resnet_edge.commands.teach
 assert not any(name == "torch" or name.startswith("torch.") for name in sys.modules)
 print("ok")
 """
