@@ -187,13 +187,12 @@ def _opset(model) -> int:
 
 def _reduce(helper, nodes: list, op: str, x: str, out: str, opset: int, keepdims: int) -> None:
     """Reduce over axis 1; axes became an input in opset 18 (ReduceSum in 13)."""
-    from onnx import numpy_helper  # noqa: F401  (keeps the import local to graph editing)
-
     axes_as_input = opset >= (13 if op == "ReduceSum" else 18)
+    name = out if out.startswith(PREFIX) else PREFIX + out  # every node we add is named unsure.*: removable
     if axes_as_input:
-        nodes.append(helper.make_node(op, [x, PREFIX + "axis1"], [out], keepdims=keepdims, name=out))
+        nodes.append(helper.make_node(op, [x, PREFIX + "axis1"], [out], keepdims=keepdims, name=name))
     else:
-        nodes.append(helper.make_node(op, [x], [out], axes=[1], keepdims=keepdims, name=out))
+        nodes.append(helper.make_node(op, [x], [out], axes=[1], keepdims=keepdims, name=name))
 
 
 def add_score_graph(model, score: str, stats: Mapping[str, np.ndarray] | None, logits_name: str) -> None:
