@@ -61,8 +61,10 @@ def run_frames(classifier, frames: list[np.ndarray], batch: int) -> tuple[np.nda
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="ONNX model with resnet-edge metadata")
-    parser.add_argument("--data", required=True, help="folder of class folders: the model's classes and maybe others")
+    parser.add_argument("model", nargs="?", help="ONNX model with resnet-edge metadata")
+    parser.add_argument("--save-generated", metavar="DIR",
+                        help="only write the --generated outside images to DIR as PNG (for `verify --ood DIR`)")
+    parser.add_argument("--data", help="folder of class folders: the model's classes and maybe others")
     parser.add_argument("--split", help="the training run's split.json (its held-out files)")
     parser.add_argument("--holdout", type=float, default=500, help="else: held out per class, as train --val-split")
     parser.add_argument("--seed", type=int, default=0, help="seed of --holdout (train's --seed)")
@@ -73,6 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
+    if args.save_generated:
+        import cv2
+
+        folder = Path(args.save_generated)
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, (kind, frame) in enumerate(outside_frames(args.generated, seed=args.seed + 7)):
+            cv2.imwrite(str(folder / f"{kind}-{index:04d}.png"), frame)
+        print(f"{args.generated} generated outside images in {folder}")
+        return 0
+    if not args.model or not args.data:
+        parser.error("MODEL and --data are needed (unless --save-generated)")
 
     started = time.perf_counter()
     onnx = _onnx()
