@@ -5,8 +5,8 @@
 
 For each model that carries the score, the same file with the score graph taken out (unsure.remove_score_graph,
 in memory) is the baseline. Both go through the runtime's Classifier.classify on one frame (preprocessing,
-one session run, top-k, and for the calibrated one the score and the flag), in alternating rounds so that
-load on a shared machine hits both alike; the table gives the median of the rounds' medians. Target: +10%.
+one session run, top-k, and for the calibrated one the score and the flag), and through the bare session run,
+taking turns frame by frame so that load on a shared machine hits both alike; medians. Target: +10%.
 """
 
 from __future__ import annotations
@@ -38,29 +38,34 @@ def without_score(proto):
     return bare
 
 
-def time_round(classifier, frame: np.ndarray, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        classifier.classify(frame)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def alternate(calls: list, runs: int) -> list[float]:
+    """Median seconds of each call, the calls taking turns frame by frame (the order flipped every frame), so
+    that a load spike on a shared machine hits them alike."""
+    times: list[list[float]] = [[] for _ in calls]
+    for i in range(runs):
+        order = range(len(calls)) if i % 2 == 0 else reversed(range(len(calls)))
+        for k in order:
+            t0 = time.perf_counter()
+            calls[k]()
+            times[k].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", help="calibrated ONNX models (default: the shipped ones)")
-    parser.add_argument("--rounds", type=int, default=15, help="alternating rounds (default 15)")
-    parser.add_argument("--runs", type=int, default=40, help="timed frames per round (default 40)")
+    parser.add_argument("--runs", type=int, default=2000, help="timed frames per model and variant (default 2000)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1: a live frame's budget)")
     args = parser.parse_args(argv)
     models_dir = Path(__file__).resolve().parents[1] / "models"
     paths = [Path(p) for p in args.models] or [models_dir / name for name in SHIPPED]
     onnx = _onnx()
     frame = synthetic_frames(1, seed=0, height=240, width=320)[0]
-    print(f"batch-1 latency of Classifier.classify, {args.threads} thread(s), median of {args.rounds} alternating "
-          f"rounds x {args.runs} frames; CPU: {cpu_name()}")
-    print(f"{'model':<30}{'score':<13}{'without (ms)':>13}{'with (ms)':>11}{'cost':>9}")
+    print(f"batch-1 latency, {args.threads} thread(s), median of {args.runs} frames, with and without the score "
+          f"taking turns frame by frame; classify = Classifier.classify (preprocess, run, top-k, flag), session = "
+          f"the ONNX Runtime run alone; CPU: {cpu_name()}")
+    print(f"{'model':<30}{'score':<13}{'classify without':>17}{'with':>9}{'cost':>8}{'session without':>17}{'with':>9}"
+          f"{'cost':>8}")
     for path in paths:
         proto = onnx.load(str(path))
         if not any(p.key == METADATA_KEY for p in proto.metadata_props):
@@ -69,14 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         scored = classifier_from_proto(proto, str(path), args.threads)
         bare = classifier_from_proto(without_score(proto), str(path), args.threads)
         assert scored.unsure is not None and bare.unsure is None
-        for c in (scored, bare):  # warm-up
-            time_round(c, frame, 10)
-        with_ms, without_ms = [], []
-        for _ in range(args.rounds):
-            without_ms.append(time_round(bare, frame, args.runs))
-            with_ms.append(time_round(scored, frame, args.runs))
-        a, b = 1000 * statistics.median(without_ms), 1000 * statistics.median(with_ms)
-        print(f"{path.name:<30}{scored.unsure.score:<13}{a:>13.3f}{b:>11.3f}{100 * (b / a - 1):>+8.1f}%")
+        x = bare.preprocess(frame)
+        calls = [lambda: bare.classify(frame), lambda: scored.classify(frame),
+                 lambda: bare.session.run([bare.output_name], {bare.input_name: x}),
+                 lambda: scored.session.run([scored.output_name, scored.unsure.output], {scored.input_name: x})]
+        alternate(calls, 50)  # warm-up
+        a, b, c, d = (1000 * t for t in alternate(calls, args.runs))
+        print(f"{path.name:<30}{scored.unsure.score:<13}{a:>14.3f} ms{b:>9.3f}{100 * (b / a - 1):>+7.1f}%"
+              f"{c:>14.3f} ms{d:>9.3f}{100 * (d / c - 1):>+7.1f}%")
     return 0
 
 

@@ -218,9 +218,6 @@ def _run_classify(args: argparse.Namespace) -> int:
     out = sys.stdout
     if not args.json:
         print(f"model {path} ({contract.arch}, {contract.precision}) on {classifier.provider}; source {source.description}", file=out)
-    if classifier.unsure is None:  # said once, not per frame
-        print(f"note: {path} carries no \"not sure\" statistics (resnet-edge calibrate-unsure adds them): "
-              "no unsure score", file=sys.stderr)
     frames, invalid, batch, unsure_count = 0, 0, [], 0
     started = time.perf_counter()
     inference_seconds = 0.0
@@ -264,6 +261,9 @@ def _run_classify(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     if frames == 0 and not interrupted:
         raise UserError(f"{source.description}: no frame could be read")
+    if classifier.unsure is None:  # said once, not per frame
+        print(f"note: {path} carries no \"not sure\" statistics (resnet-edge calibrate-unsure adds them): "
+              "no unsure score", file=sys.stderr)
     live = isinstance(source, LiveSource)
     summary_line = (f"summary: {frames} frames in {elapsed:.2f}s ({frames / max(elapsed, 1e-9):.1f} fps end to end, "
                     f"{1000 * inference_seconds / max(frames, 1):.2f} ms/frame in the model) on {classifier.provider}"

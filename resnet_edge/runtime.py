@@ -119,6 +119,7 @@ class Classifier:
         # the out-of-distribution score the graph computes next to the logits (resnet_edge/unsure.py); None: none
         self.unsure: UnsureSpec | None = UnsureSpec.from_metadata(
             contract.extra, {o.name for o in summary.outputs}, source=str(self.path))
+        self._fetches: dict[bool, list[str]] = {}  # run_scored's output names, without and with features
         self.providers_running = self.session.get_providers()
         self.warnings += check_actual(self.plan, self.providers_running)
         self.warnings += int8_cpu_warnings(contract.extra.get("quantization"), self.providers_running)
@@ -218,11 +219,14 @@ class Classifier:
     def run_scored(self, batch: np.ndarray, features: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Model input -> (logits, unsure scores or None, pooled features or None), from one session run.
         Features come from models that carry the score graph (or any graph with a ``features`` output)."""
-        names = [self.output_name]
-        outputs = {o.name for o in self.summary.outputs}
-        score_name = self.unsure.output if self.unsure else None
-        feature_name = (self.unsure.features if self.unsure else "features") if features else None
-        names += [n for n in (score_name, feature_name) if n and n in outputs]
+        names = self._fetches.get(features)
+        if names is None:  # worked out once: this runs per frame
+            outputs = {o.name for o in self.summary.outputs}
+            wanted = (self.unsure.output if self.unsure else None,
+                      (self.unsure.features if self.unsure else "features") if features else None)
+            names = self._fetches[features] = [self.output_name] + [n if n in outputs else "" for n in wanted]
+        score_name, feature_name = names[1] or None, names[2] or None
+        names = [n for n in names if n]
         if len(names) == 1:
             return self.run(batch), None, None
         if self._one_at_a_time and len(batch) > 1:

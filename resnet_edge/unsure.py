@@ -204,7 +204,9 @@ def add_score_graph(model, score: str, stats: Mapping[str, np.ndarray] | None, l
     remove_score_graph(model)
     graph, opset = model.graph, _opset(model)
     source = feature_tensor(model, logits_name)
-    nodes: list = [helper.make_node("Flatten", [source], [FEATURES_OUTPUT], axis=1, name=PREFIX + "features")]
+    if source != FEATURES_OUTPUT:  # the tensor itself is renamed: an output without an extra node (each costs time)
+        _rename_tensor(graph, source, FEATURES_OUTPUT)
+    nodes: list = []
     inits = {"axis1": np.array([1], dtype=np.int64)}
     f = FEATURES_OUTPUT
     if score == "msp":
@@ -223,15 +225,14 @@ def add_score_graph(model, score: str, stats: Mapping[str, np.ndarray] | None, l
         inits["chol"] = chol.astype(np.float32)
         inits["cross"] = (-2.0 * projected_means.T).astype(np.float32)  # (D, C)
         inits["offset"] = (projected_means ** 2).sum(1).astype(np.float32)  # (C,)
-        inits["means"] = stats["means"].astype(np.float32)  # kept for readers and the numpy reference
-        inits["precision"] = stats["precision"].astype(np.float32)
-        nodes += [helper.make_node("MatMul", [f, PREFIX + "chol"], [PREFIX + "h"], name=PREFIX + "project"),
-                  helper.make_node("Mul", [PREFIX + "h", PREFIX + "h"], [PREFIX + "h2"], name=PREFIX + "square")]
-        _reduce(helper, nodes, "ReduceSum", PREFIX + "h2", PREFIX + "norm", opset, 1)
-        nodes += [helper.make_node("MatMul", [PREFIX + "h", PREFIX + "cross"], [PREFIX + "dot"], name=PREFIX + "dot"),
-                  helper.make_node("Add", [PREFIX + "dot", PREFIX + "norm"], [PREFIX + "d0"], name=PREFIX + "add0"),
-                  helper.make_node("Add", [PREFIX + "d0", PREFIX + "offset"], [PREFIX + "distances"], name=PREFIX + "add1")]
-        _reduce(helper, nodes, "ReduceMin", PREFIX + "distances", SCORE_OUTPUT, opset, 0)
+        # means and precision are not stored twice: stored_statistics() gives them back from these three
+        # min_c (|h|^2 + h.cross_c + offset_c) = |h|^2 + min_c (h.cross_c + offset_c): five nodes in all
+        nodes.append(helper.make_node("MatMul", [f, PREFIX + "chol"], [PREFIX + "h"], name=PREFIX + "project"))
+        _reduce(helper, nodes, "ReduceSumSquare", PREFIX + "h", PREFIX + "norm", opset, 0)
+        nodes.append(helper.make_node("Gemm", [PREFIX + "h", PREFIX + "cross", PREFIX + "offset"], [PREFIX + "distances"],
+                                      name=PREFIX + "distances"))
+        _reduce(helper, nodes, "ReduceMin", PREFIX + "distances", PREFIX + "nearest", opset, 0)
+        nodes.append(helper.make_node("Add", [PREFIX + "nearest", PREFIX + "norm"], [SCORE_OUTPUT], name=PREFIX + "add"))
     elif score == "knn":
         k = min(KNN_K, len(stats["bank"]))
         inits["bank_t"] = stats["bank"].astype(np.float32).T.copy()  # (D, M), rows normalised
@@ -245,10 +246,22 @@ def add_score_graph(model, score: str, stats: Mapping[str, np.ndarray] | None, l
     else:
         raise UserError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
     graph.node.extend(nodes)
-    graph.initializer.extend(numpy_helper.from_array(v, PREFIX + k) for k, v in inits.items())
+    used = {name for node in nodes for name in node.input}
+    graph.initializer.extend(numpy_helper.from_array(v, PREFIX + k) for k, v in inits.items() if PREFIX + k in used)
     graph.output.extend([helper.make_tensor_value_info(FEATURES_OUTPUT, TensorProto.FLOAT, ["batch", "features"]),
                          helper.make_tensor_value_info(SCORE_OUTPUT, TensorProto.FLOAT, ["batch"])])
     onnx.checker.check_model(model)
+
+
+def _rename_tensor(graph, old: str, new: str) -> None:
+    for node in graph.node:
+        for names in (node.input, node.output):
+            for i, name in enumerate(names):
+                if name == old:
+                    names[i] = new
+    for info in list(graph.value_info) + list(graph.output):
+        if info.name == old:
+            info.name = new
 
 
 def remove_score_graph(model) -> None:
@@ -264,10 +277,16 @@ def remove_score_graph(model) -> None:
 
 
 def stored_statistics(model) -> dict[str, np.ndarray]:
-    """The ``unsure.*`` initializers of a model, by short name (means, precision, bank_t, ...)."""
+    """The ``unsure.*`` initializers of a model, by short name (chol, cross, offset, bank_t, ...); for the
+    Mahalanobis score also the class means and the precision they encode (P = L L^T, mu_c = -cross_c L^-1 / 2)."""
     from onnx import numpy_helper
 
-    return {i.name[len(PREFIX):]: numpy_helper.to_array(i) for i in model.graph.initializer if i.name.startswith(PREFIX)}
+    stats = {i.name[len(PREFIX):]: numpy_helper.to_array(i) for i in model.graph.initializer if i.name.startswith(PREFIX)}
+    if "chol" in stats and "cross" in stats:
+        chol = stats["chol"].astype(np.float64)
+        stats["precision"] = chol @ chol.T
+        stats["means"] = np.linalg.solve(chol.T, -stats["cross"].astype(np.float64) / 2).T  # rows mu_c
+    return stats
 
 
 def set_metadata(model, spec: UnsureSpec) -> None:

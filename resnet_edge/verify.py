@@ -250,6 +250,7 @@ def verify(options: VerifyOptions, out=None) -> Report:
     ood_paths = _ood_images(options.ood) if options.ood else []
 
     predictions: list[list[str]] = [[] for _ in candidates]  # predicted label names, per model
+    flags: list[list[bool]] = [[] for _ in candidates]  # "not sure" per image, per model with the score
     pair_ids = [(a, b) for a in range(len(candidates)) for b in range(a + 1, len(candidates))]
     max_diff = {pair: 0.0 for pair in pair_ids}
     skipped: list[str] = []
@@ -273,7 +274,9 @@ def verify(options: VerifyOptions, out=None) -> Report:
             right = predicted == label_maps[i][targets]
             result.correct += int(np.sum(right))
             if outputs[i][1] is not None:
-                result.kept += int(np.sum(right & (outputs[i][1] <= result.unsure["threshold"])))
+                sure = outputs[i][1] <= result.unsure["threshold"]
+                result.kept += int(np.sum(right & sure))
+                flags[i] += (~sure).tolist()
             result.images += len(frames)
             predictions[i] += [c.labels[k] for k in predicted]
         for a, b in pair_ids:
@@ -293,6 +296,8 @@ def verify(options: VerifyOptions, out=None) -> Report:
         agreement = float(np.mean([x == y for x, y in zip(predictions[a], predictions[b])]))
         report.pairs.append({"a": names[a], "b": names[b], "agreement": agreement,
                              "max_logit_diff": max_diff[(a, b)] if same_labels else None})
+        if flags[a] and flags[b]:  # e.g. fp32 and int8, each with its own statistics: do they flag the same images?
+            report.pairs[-1]["unsure_agreement"] = float(np.mean(np.array(flags[a]) == np.array(flags[b])))
     _block_errors(report, candidates, names, data, options.probe_images)
     _check_drop(report, candidates, results, options.max_drop)
 
@@ -409,7 +414,9 @@ def format_report(report: Report) -> str:
         lines += ["", f"{'pair':<{pair_width}}{'agreement':>10}  max |logit diff|"]
         for p in report.pairs:
             diff = "n/a (other labels)" if p["max_logit_diff"] is None else f"{p['max_logit_diff']:.3g}"
-            lines.append(f"{p['a'] + ' vs ' + p['b']:<{pair_width}}{100 * p['agreement']:>9.2f}%  {diff}")
+            lines.append(f"{p['a'] + ' vs ' + p['b']:<{pair_width}}{100 * p['agreement']:>9.2f}%  {diff}"
+                         + (f"; \"not sure\" flags agree on {100 * p['unsure_agreement']:.2f}%"
+                            if "unsure_agreement" in p else ""))
     if report.sqnr:
         s = report.sqnr
         lines += ["", f"quantization error per block: SQNR in dB against {s['reference']} over {s['images']} images "
