@@ -39,12 +39,12 @@ def without_score(proto):
 
 
 def alternate(calls: list, runs: int) -> list[float]:
-    """Median seconds of each call, the calls taking turns frame by frame (the order flipped every frame), so
-    that a load spike on a shared machine hits them alike."""
+    """Median seconds of each call, the calls taking turns frame by frame in a fresh random order each time, so
+    that a load spike on a shared machine, and the slot a call runs in, hit them alike."""
+    rng = np.random.default_rng(0)
     times: list[list[float]] = [[] for _ in calls]
-    for i in range(runs):
-        order = range(len(calls)) if i % 2 == 0 else reversed(range(len(calls)))
-        for k in order:
+    for _ in range(runs):
+        for k in rng.permutation(len(calls)):
             t0 = time.perf_counter()
             calls[k]()
             times[k].append(time.perf_counter() - t0)

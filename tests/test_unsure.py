@@ -253,3 +253,20 @@ def test_shipped_models_carry_their_own_calibrated_score(name):
     reference = score_numpy(spec["score"], logits, features,
                             {"bank": stored["bank_t"].T} if spec["score"] == "knn" else stored)
     np.testing.assert_allclose(scores, reference, rtol=1e-3)
+
+
+def test_quantizing_a_calibrated_model_leaves_the_score_out_and_the_int8_file_gets_its_own(calibrated, colour_data,
+                                                                                           tmp_path):
+    int8 = tmp_path / "tiny.int8.onnx"
+    result = run_cli("quantize", str(calibrated), "--calib", str(colour_data), "--calib-size", "24", "--output",
+                     str(int8), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "calibrate-unsure" in result.stderr  # the fp32 threshold would not fit int8 features: said, not carried
+    classifier = Classifier.load(int8, provider="cpu", quiet=True)
+    assert classifier.unsure is None and classifier.contract.precision == "int8"
+    out = tmp_path / "tiny.int8.unsure.onnx"
+    result = run_cli("calibrate-unsure", str(int8), "--data", str(colour_data), "--holdout", "0.25", "--output",
+                     str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    spec = Classifier.load(out, provider="cpu", quiet=True).unsure
+    assert spec.extra["fitted_on"]["precision"] == "int8" and spec.extra["threshold_on"]["kept"] >= 0.9
