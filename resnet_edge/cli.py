@@ -261,7 +261,7 @@ def _run_classify(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     if frames == 0 and not interrupted:
         raise UserError(f"{source.description}: no frame could be read")
-    if classifier.unsure is None:  # said once, not per frame
+    if classifier.unsure is None and args.json:  # the lines carry null: said once why, not per frame
         print(f"note: {path} carries no \"not sure\" statistics (resnet-edge calibrate-unsure adds them): "
               "no unsure score", file=sys.stderr)
     live = isinstance(source, LiveSource)

@@ -27,6 +27,7 @@ def test_runtime_modules_import_without_torch():
     result = _run("""
 import resnet_edge, resnet_edge.runtime, resnet_edge.preprocess, resnet_edge.providers, resnet_edge.sources
 import resnet_edge.metadata, resnet_edge.onnxfile, resnet_edge.cli, resnet_edge.modelzoo, resnet_edge.images
+import resnet_edge.unsure, resnet_edge.commands.calibrate_unsure
 import gui, gui.workers, gui.outputs
 assert "torch" not in sys.modules, "torch was imported"
 print("ok")
