@@ -1,7 +1,7 @@
 """A "not sure" score: how far a frame lies from what the model was trained on (no torch).
 
 Every candidate is computed from what one session run gives, the logits and the pooled penultimate
-features (the input of the final Gemm, exposed as the extra graph output ``features``); higher = less sure:
+features (the input of the final Gemm, renamed and exposed as the extra graph output ``features``); higher = less sure:
 
     msp           -max softmax(logits)                                   (Hendrycks & Gimpel 2017, the baseline)
     energy        -logsumexp(logits)                                      (Liu et al. 2020)
@@ -14,7 +14,7 @@ statistics as initializers named ``unsure.*``) and read from the extra output ``
 gives logits and score, and a bare ONNX Runtime script gets the score too. The metadata key ``unsure``
 says what it is:
 
-    {"score": "mahalanobis", "output": "unsure_score", "features": "features", "threshold": 41.3,
+    {"score": "mahalanobis", "output": "unsure_score", "features": "features", "threshold": 117.6,
      "keep": 0.9, "fitted_on": {...}, "threshold_on": {...}}
 
 A frame is "not sure" when its score is above ``threshold``, chosen on held-out in-distribution images so that
