@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             return total
         return score_numpy(name, logits, feats, stats)
 
-    names = list(SCORES) + ["mahalanobis+energy", "knn+energy", "mahalanobis+knn"]
+    names = list(dict.fromkeys(list(SCORES) + ["mahalanobis+energy", "knn+energy", "mahalanobis+knn"]))
     print(f"model {args.model}: {len(labels)} inside classes ({', '.join(labels)}); "
           f"outside classes: {', '.join(sorted({p.parent.name for p in outside})) or 'none'}")
     print(f"fit {len(fit_targets)} images; held out: threshold {len(t_targets)}, report {len(r_targets)} "

@@ -8,6 +8,7 @@ features (the input of the final Gemm, renamed and exposed as the extra graph ou
     mahalanobis   min over classes c of (f - mu_c)^T P (f - mu_c),        (Lee et al. 2018)
                   mu_c the class means, P the inverse of the shared covariance
     knn           -(cosine similarity of f to its k-th nearest training feature)   (Sun et al. 2022)
+    mahalanobis+energy   the sum of the two, each standardised (mean 0, std 1) on the fitting images
 
 The score chosen for a model is built INTO its graph (a few MatMul/Reduce nodes on ``features``, with the
 statistics as initializers named ``unsure.*``) and read from the extra output ``unsure_score``, so one run
@@ -30,7 +31,7 @@ import numpy as np
 
 from .errors import UserError
 
-SCORES = ("msp", "energy", "mahalanobis", "knn")
+SCORES = ("msp", "energy", "mahalanobis", "knn", "mahalanobis+energy")
 METADATA_KEY = "unsure"
 FEATURES_OUTPUT = "features"
 SCORE_OUTPUT = "unsure_score"
@@ -113,6 +114,13 @@ def score_numpy(score: str, logits: np.ndarray, features: np.ndarray | None,
         return -(top + np.log(np.exp(logits - top[:, None]).sum(1)))
     assert features is not None and stats is not None
     f = np.asarray(features, dtype=np.float64)
+    if score == "mahalanobis+energy":
+        distance = score_numpy("mahalanobis", logits, features, stats)
+        energy = score_numpy("energy", logits, None, None)
+        if "z_scale" in stats:  # as stored in a file: d * z_scale + lse * lse_scale + z_bias, lse = -energy
+            return distance * float(stats["z_scale"]) - energy * float(stats["lse_scale"]) + float(stats["z_bias"])
+        mean, std = stats["z_mean"].astype(np.float64), stats["z_std"].astype(np.float64)
+        return (distance - mean[0]) / std[0] + (energy - mean[1]) / std[1]
     if score == "mahalanobis":
         means, precision = stats["means"].astype(np.float64), stats["precision"].astype(np.float64)
         diff = f[:, None, :] - means[None, :, :]  # (N, C, D)
@@ -216,7 +224,7 @@ def add_score_graph(model, score: str, stats: Mapping[str, np.ndarray] | None, l
     elif score == "energy":
         _reduce(helper, nodes, "ReduceLogSumExp", logits_name, PREFIX + "lse", opset, 0)
         nodes.append(helper.make_node("Neg", [PREFIX + "lse"], [SCORE_OUTPUT], name=PREFIX + "neg"))
-    elif score == "mahalanobis":
+    elif score in ("mahalanobis", "mahalanobis+energy"):
         # (f - mu_c)^T P (f - mu_c) = |L^T f|^2 - 2 (L^T f).(L^T mu_c) + |L^T mu_c|^2 with P = L L^T: two MatMuls
         means = stats["means"].astype(np.float64)
         precision = stats["precision"].astype(np.float64)
@@ -232,7 +240,19 @@ def add_score_graph(model, score: str, stats: Mapping[str, np.ndarray] | None, l
         nodes.append(helper.make_node("Gemm", [PREFIX + "h", PREFIX + "cross", PREFIX + "offset"], [PREFIX + "distances"],
                                       name=PREFIX + "distances"))
         _reduce(helper, nodes, "ReduceMin", PREFIX + "distances", PREFIX + "nearest", opset, 0)
-        nodes.append(helper.make_node("Add", [PREFIX + "nearest", PREFIX + "norm"], [SCORE_OUTPUT], name=PREFIX + "add"))
+        combined = score == "mahalanobis+energy"
+        distance = PREFIX + "mahalanobis" if combined else SCORE_OUTPUT
+        nodes.append(helper.make_node("Add", [PREFIX + "nearest", PREFIX + "norm"], [distance], name=PREFIX + "add"))
+        if combined:  # d / s1 - lse / s2 - (m1 / s1 + m2 / s2), with energy = -lse
+            mean, std = stats["z_mean"].astype(np.float64), stats["z_std"].astype(np.float64)
+            inits["z_scale"] = np.array(1 / std[0], np.float32)
+            inits["lse_scale"] = np.array(-1 / std[1], np.float32)
+            inits["z_bias"] = np.array(-(mean[0] / std[0] + mean[1] / std[1]), np.float32)
+            _reduce(helper, nodes, "ReduceLogSumExp", logits_name, PREFIX + "lse", opset, 0)
+            nodes += [helper.make_node("Mul", [distance, PREFIX + "z_scale"], [PREFIX + "z_d"], name=PREFIX + "z_d"),
+                      helper.make_node("Mul", [PREFIX + "lse", PREFIX + "lse_scale"], [PREFIX + "z_e"], name=PREFIX + "z_e"),
+                      helper.make_node("Add", [PREFIX + "z_d", PREFIX + "z_e"], [PREFIX + "z_sum"], name=PREFIX + "z_sum"),
+                      helper.make_node("Add", [PREFIX + "z_sum", PREFIX + "z_bias"], [SCORE_OUTPUT], name=PREFIX + "z_out")]
     elif score == "knn":
         k = min(KNN_K, len(stats["bank"]))
         inits["bank_t"] = stats["bank"].astype(np.float32).T.copy()  # (D, M), rows normalised

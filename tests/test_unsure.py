@@ -93,6 +93,7 @@ def test_the_graph_computes_the_score_of_the_numpy_reference_from_the_stored_sta
     logits, _, features = base.run_scored(base.preprocess(frames), features=True)
     assert features.shape == (24, 16)
     stats = fit_statistics(features, np.arange(24) % 3, 3)
+    stats["z_mean"], stats["z_std"] = np.array([40.0, -2.0]), np.array([9.0, 0.5])  # for mahalanobis+energy
     add_score_graph(model, score, stats, "logits")
     set_metadata(model, UnsureSpec(score, 0.0, 0.9))
     scored = classifier_from_proto(model, "tiny", 1)
@@ -103,7 +104,11 @@ def test_the_graph_computes_the_score_of_the_numpy_reference_from_the_stored_sta
     stored = stored_statistics(onnx.load_from_string(model.SerializeToString()))
     if score == "knn":
         stored = {"bank": stored["bank_t"].T}
-    if score == "mahalanobis":  # the file keeps the folded forms the graph multiplies by; they give the fit back
+    if score == "mahalanobis+energy":  # the stored form against the definition: standardised parts summed
+        parts = [score_numpy(p, logits2, features2, stats) for p in ("mahalanobis", "energy")]
+        definition = (parts[0] - 40.0) / 9.0 + (parts[1] + 2.0) / 0.5
+        np.testing.assert_allclose(scores, definition, rtol=1e-4, atol=1e-3)
+    if score in ("mahalanobis", "mahalanobis+energy"):  # the file keeps the folded forms the graph multiplies by; they give the fit back
         np.testing.assert_allclose(stored["means"], stats["means"], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(stored["precision"], stats["precision"], rtol=1e-4,
                                    atol=1e-5 * float(np.abs(stats["precision"]).max()))
@@ -270,3 +275,14 @@ def test_quantizing_a_calibrated_model_leaves_the_score_out_and_the_int8_file_ge
     assert result.returncode == 0, result.stderr
     spec = Classifier.load(out, provider="cpu", quiet=True).unsure
     assert spec.extra["fitted_on"]["precision"] == "int8" and spec.extra["threshold_on"]["kept"] >= 0.9
+
+
+def test_calibrating_the_combined_score_keeps_the_stated_share(tiny_path, colour_data, tmp_path):
+    out = tmp_path / "combined.onnx"
+    result = run_cli("calibrate-unsure", str(tiny_path), "--data", str(colour_data), "--holdout", "0.25",
+                     "--score", "mahalanobis+energy", "--keep", "0.8", "--output", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    spec = Classifier.load(out, provider="cpu", quiet=True).unsure
+    assert spec.score == "mahalanobis+energy" and spec.keep == 0.8 and spec.extra["threshold_on"]["kept"] >= 0.8
+    stored = stored_statistics(onnx.load(str(out)))
+    assert {"z_scale", "lse_scale", "z_bias", "chol", "cross", "offset"} <= set(stored)

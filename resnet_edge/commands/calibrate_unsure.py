@@ -169,7 +169,7 @@ def calibrate(options: CalibrateOptions) -> str:
     """Fit, threshold and write; returns the summary line."""
     from ..atomicio import check_writable, write_bytes_atomic
     from ..onnxfile import read_model_file
-    from ..unsure import UnsureSpec, _onnx, add_score_graph, fit_statistics, set_metadata, threshold_for
+    from ..unsure import UnsureSpec, _onnx, add_score_graph, fit_statistics, score_numpy, set_metadata, threshold_for
     from ..verify import read_split_json
 
     onnx = _onnx()
@@ -201,10 +201,13 @@ def calibrate(options: CalibrateOptions) -> str:
     # 1. features of the fitting images, from the model's own graph with the features exposed
     add_score_graph(proto, "msp", None, base.output_name)
     exposed = classifier_from_proto(proto, options.model, options.threads)
-    _, _, features, used = collect(exposed, [paths[i] for i in fit], options.batch_size, "features",
-                                   options.show_progress)
+    fit_logits, _, features, used = collect(exposed, [paths[i] for i in fit], options.batch_size, "features",
+                                            options.show_progress)
     fit_targets = targets[[fit[i] for i in used]]
     stats = fit_statistics(features, fit_targets, len(labels), seed=options.seed)
+    if "+" in options.score:  # a sum of standardised scores: each part's mean and spread on the fitting images
+        parts = np.stack([score_numpy(part, fit_logits, features, stats) for part in options.score.split("+")])
+        stats["z_mean"], stats["z_std"] = parts.mean(1), np.maximum(parts.std(1), 1e-12)
 
     # 2. the score graph, then the threshold from what that graph computes on the held-out images
     add_score_graph(proto, options.score, stats, base.output_name)
