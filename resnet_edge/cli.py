@@ -193,12 +193,12 @@ def _run_classify(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"model {printable(path)} ({printable(contract.arch)}, {printable(contract.precision)}) on {classifier.provider}; "
               f"source {printable(source.description)}", file=out)
-    frames, invalid, batch = 0, 0, []
+    frames, invalid, batch, unsure_count = 0, 0, [], 0
     started = time.perf_counter()
     inference_seconds = 0.0
 
     def flush() -> None:
-        nonlocal frames, invalid, inference_seconds
+        nonlocal frames, invalid, inference_seconds, unsure_count
         t0 = time.perf_counter()
         predictions = classifier.classify([frame.image for frame in batch], k=args.top_k)
         inference_seconds += time.perf_counter() - t0
@@ -207,12 +207,17 @@ def _run_classify(args: argparse.Namespace) -> int:
                 cam_writer.write(frame.id, frame.image)
             frames += 1
             invalid += not prediction.finite
+            unsure_count += bool(prediction.unsure)
+            score = prediction.unsure_score
             if args.json:
                 print(json.dumps({"source": frame.id, "finite": prediction.finite, "top": [
-                    {"label": label, "index": index, "probability": round(prob, 6)} for label, index, prob in prediction.top]}), file=out)
+                    {"label": label, "index": index, "probability": round(prob, 6)} for label, index, prob in prediction.top],
+                    "unsure": prediction.unsure, "unsure_score": None if score is None else round(score, 6)}), file=out)
             elif prediction.finite:
                 tops = " | ".join(f"{printable(label)} {prob:.3f}" for label, _, prob in prediction.top)
-                print(f"{printable(frame.id)}: {tops}", file=out)
+                mark = "" if not prediction.unsure else ("  [not sure]" if score is None else
+                                                         f"  [not sure: score {score:.3g} > {classifier.unsure.threshold:.3g}]")
+                print(f"{printable(frame.id)}: {tops}{mark}", file=out)
             else:
                 print(f"{printable(frame.id)}: invalid output (NaN/Inf) - no prediction", file=out)
         batch.clear()
@@ -233,11 +238,15 @@ def _run_classify(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     if frames == 0 and not interrupted:
         raise UserError(f"{printable(source.description)}: no frame could be read")
+    if classifier.unsure is None and args.json:  # the lines carry null: said once why, not per frame
+        print(f"note: {printable(path)} carries no \"not sure\" statistics (resnet-edge calibrate-unsure adds them): "
+              "no unsure score", file=sys.stderr)
     live = isinstance(source, LiveSource)
     summary_line = (f"summary: {frames} frames in {elapsed:.2f}s ({frames / max(elapsed, 1e-9):.1f} fps end to end, "
                     f"{1000 * inference_seconds / max(frames, 1):.2f} ms/frame in the model) on {classifier.provider}"
                     + (f"; skipped {source.skipped} unreadable" if source.skipped else "")
                     + (f"; {invalid} invalid outputs" if invalid else "")
+                    + (f"; {unsure_count} not sure" if classifier.unsure else "")
                     + (f"; {len(source.faults)} faults, {source.reconnects} reconnects" if live and source.faults else "")
                     + ("; interrupted" if interrupted else ""))
     print(summary_line, file=sys.stderr if args.json else out)
@@ -427,6 +436,8 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ood", metavar="DIR", help="images of none of the classes (a folder, searched recursively): the "
+                                               "share each model's \"not sure\" score flags")
     p.set_defaults(run=_run_verify)
 
 
@@ -436,7 +447,8 @@ def _run_verify(args: argparse.Namespace) -> int:
     verify(VerifyOptions(
         data=args.data, split=args.split, checkpoint=args.checkpoint, models=args.model, probe_images=args.probe_images,
         max_images=args.max_images, provider=args.provider, threads=args.threads, batch_size=args.batch_size,
-        max_drop=args.max_drop, json_path=args.json, force=args.force, show_progress=not args.no_progress))
+        max_drop=args.max_drop, json_path=args.json, force=args.force, show_progress=not args.no_progress,
+        ood=args.ood))
     return 0
 
 
@@ -683,12 +695,14 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .commands import calibrate_unsure
 
     parser = argparse.ArgumentParser(prog="resnet-edge", description="Residual networks from PyTorch to ONNX Runtime at the edge.")
     parser.add_argument("--version", action="version", version=f"resnet-edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    calibrate_unsure.add(sub)
     return parser
 
 

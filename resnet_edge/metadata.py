@@ -34,6 +34,9 @@ Every value is JSON-encoded text, so Netron shows it and a bare ONNX Runtime scr
     precision      "fp32" | "fp16" | "int8"
     quantization   {...}                      int8 models: how they were quantized
     input_name, output_name                   graph input and the logits output
+    unsure         {"score": "mahalanobis", "threshold": 117.6, "keep": 0.9, "output": "unsure_score", ...}
+                                              the "not sure" score the graph computes (resnet_edge/unsure.py);
+                                              absent in models without its statistics
     format         "resnet-edge/1"            version of this contract
 """
 

@@ -228,6 +228,22 @@ def _output_props(original: dict[str, str], contract: ModelContract, overridden:
     return props
 
 
+def _without_unsure(data: bytes, path: str):
+    """The model without its "not sure" score graph and metadata (resnet_edge/unsure.py)."""
+    import onnx
+
+    from .onnxfile import inspect_onnx_bytes
+    from .unsure import METADATA_KEY, remove_score_graph
+
+    proto = onnx.load_model_from_string(data)
+    remove_score_graph(proto)
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    data = proto.SerializeToString()
+    return data, inspect_onnx_bytes(data, path)
+
+
 def _set_metadata(model_bytes: bytes, props: dict[str, str]) -> bytes:
     import onnx
 
@@ -346,6 +362,10 @@ def quantize(options: QuantizeOptions, log=print) -> Path:
     if Path(options.model).resolve() == output.resolve():
         raise UserError(f"{output}: the output must not replace the input model")
     data, summary = read_model_file(options.model)
+    if "unsure" in summary.metadata:  # fitted on the fp32 features: the new file must be calibrated on its own
+        data, summary = _without_unsure(data, str(options.model))
+        print("note: the \"not sure\" score is left out of the new file; run `resnet-edge calibrate-unsure` on it "
+              "(its own features get their own statistics)", file=sys.stderr)
     overridden = options.contract is not None
     contract = options.contract or ModelContract.from_props(summary.metadata, source=str(options.model))
     reason = already_quantized(summary.op_types, contract.precision)

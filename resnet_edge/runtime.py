@@ -25,6 +25,7 @@ from .onnxfile import (ModelFileError, OnnxSummary, check_control_flow, check_ru
                        strip_graph_outputs)
 from .preprocess import preprocess
 from .providers import ProviderPlan, check_actual, int8_cpu_warnings, plan_providers, warn
+from .unsure import UnsureSpec
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Prediction:
     probabilities: np.ndarray  # (num_classes,) float32, softmax of the logits
     logits: np.ndarray  # (num_classes,) float32
     finite: bool  # False when the model produced NaN/Inf: never show such a result as a prediction
+    unsure: bool | None = None  # score above the model's threshold ("not sure"); None: the model has no statistics
+    unsure_score: float | None = None  # the model's out-of-distribution score (higher = less sure); None: none
 
     @property
     def label(self) -> str:
@@ -81,8 +84,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def top_k(logits: np.ndarray, labels: Sequence[str], k: int = 5) -> list[Prediction]:
-    """Per row of (N, C) logits: softmax and the k best classes."""
+def top_k(logits: np.ndarray, labels: Sequence[str], k: int = 5, scores: np.ndarray | None = None,
+          threshold: float | None = None) -> list[Prediction]:
+    """Per row of (N, C) logits: softmax and the k best classes (and, given scores and a threshold, unsure)."""
     logits = np.asarray(logits, dtype=np.float32)
     results = []
     for row in logits:
@@ -91,6 +95,11 @@ def top_k(logits: np.ndarray, labels: Sequence[str], k: int = 5) -> list[Predict
         order = np.argsort(-probs)[: min(k, len(row))] if finite else []
         top = [(labels[i] if i < len(labels) else str(i), int(i), float(probs[i])) for i in order]
         results.append(Prediction(top, probs, row, finite))
+    if scores is not None and threshold is not None:
+        for prediction, score in zip(results, np.asarray(scores, dtype=np.float64).reshape(-1)):
+            # a NaN score (or NaN logits) is never "sure"
+            prediction.unsure_score = float(score) if np.isfinite(score) else None
+            prediction.unsure = not (prediction.finite and np.isfinite(score) and score <= threshold)
     return results
 
 
@@ -151,6 +160,10 @@ class Classifier:
         probe_outputs |= set(self._block_output.values())
         fast_bytes = strip_graph_outputs(model_bytes, probe_outputs, self.path) if self.has_probes else model_bytes
         self.session = self._make_session(fast_bytes)
+        # the out-of-distribution score the graph computes next to the logits (resnet_edge/unsure.py); None: none
+        self.unsure: UnsureSpec | None = UnsureSpec.from_metadata(
+            contract.extra, {o.name for o in summary.outputs}, source=str(self.path))
+        self._fetches: dict[bool, list[str]] = {}  # run_scored's output names, without and with features
         self.providers_running = self.session.get_providers()
         self.warnings += check_actual(self.plan, self.providers_running)
         self.warnings += int8_cpu_warnings(contract.extra.get("quantization"), self.providers_running)
@@ -315,12 +328,45 @@ class Classifier:
                                  f"expected ({len(batch)}, classes)")
         return logits
 
+    def run_scored(self, batch: np.ndarray, features: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Model input -> (logits, unsure scores or None, pooled features or None), from one session run.
+        Features come from models that carry the score graph (or any graph with a ``features`` output)."""
+        names = self._fetches.get(features)
+        if names is None:  # worked out once: this runs per frame
+            outputs = {o.name for o in self.summary.outputs}
+            wanted = (self.unsure.output if self.unsure else None,
+                      (self.unsure.features if self.unsure else "features") if features else None)
+            names = self._fetches[features] = [self.output_name] + [n if n in outputs else "" for n in wanted]
+        score_name, feature_name = names[1] or None, names[2] or None
+        names = [n for n in names if n]
+        if len(names) == 1:
+            return self.run(batch), None, None
+        if self._one_at_a_time and len(batch) > 1:
+            parts = [self.run_scored(batch[i : i + 1], features) for i in range(len(batch))]
+            return tuple(None if parts[0][j] is None else np.concatenate([p[j] for p in parts]) for j in range(3))  # type: ignore[return-value]
+        try:
+            values = dict(zip(names, self._session_run(self.session, names, {self.input_name: batch})))
+        except RunCancelled:
+            raise
+        except Exception as error:  # ORT's own types: the model, not the frame
+            reason = first_line(error) or type(error).__name__
+            raise ModelFileError(f"{self.path}: ONNX Runtime failed to run this model: {reason[:300]}") from None
+        logits = np.asarray(values[self.output_name])
+        if logits.ndim != 2 or logits.shape[0] != len(batch) or logits.shape[1] == 0:
+            raise ModelFileError(f"{self.path}: output {self.output_name!r} has shape {logits.shape}; "
+                                 f"expected ({len(batch)}, classes)")
+        scores = np.asarray(values[score_name]).reshape(-1) if score_name in values else None
+        feats = np.asarray(values[feature_name]).reshape(len(batch), -1) if feature_name in values else None
+        return logits, scores, feats
+
     def classify(self, frames: np.ndarray | Sequence[np.ndarray], k: int = 5) -> list[Prediction]:
-        """BGR uint8 frames of any size (one frame, or a list) -> top-k per frame."""
+        """BGR uint8 frames of any size (one frame, or a list) -> top-k per frame, with the unsure flag
+        and score where the model carries them."""
         step = self.frames_per_run()
         if isinstance(frames, (list, tuple)) and len(frames) > step:  # preprocessed in pieces within the budget
             return [p for i in range(0, len(frames), step) for p in self.classify(frames[i : i + step], k)]
-        return top_k(self.run(self.preprocess(frames)), self.labels, k)
+        logits, scores, _ = self.run_scored(self.preprocess(frames))
+        return top_k(logits, self.labels, k, scores, self.unsure.threshold if self.unsure else None)
 
     def probe(self, frame: np.ndarray, k: int = 5) -> tuple[Prediction, list[BlockActivation]]:
         """One frame -> its prediction and, per residual block, x_l and F(x_l)."""
@@ -332,14 +378,17 @@ class Classifier:
         for block in self.contract.blocks:
             names += [self.contract.probes[block]["x"], self.contract.probes[block]["residual"]]
         last = self.contract.blocks[-1] if self.contract.blocks else None
-        if last in self._block_output:
+        with_output = last in self._block_output
+        if with_output:
             names.append(self._block_output[last])
+        names += [self.unsure.output] if self.unsure else []
         outputs = self._session_run(self._probe_session, names, {self.input_name: self.preprocess(frame)})
-        prediction = top_k(outputs[0], self.labels, k)[0]
+        prediction = top_k(outputs[0], self.labels, k, outputs[-1] if self.unsure else None,
+                           self.unsure.threshold if self.unsure else None)[0]
         count = len(self.contract.blocks)
         # x_{l+1} is the next block's input; the last block's comes from its own output, where exported
         next_x = [outputs[1 + 2 * (i + 1)][0] for i in range(count - 1)]
-        next_x.append(outputs[1 + 2 * count][0] if len(outputs) > 1 + 2 * count else None)
+        next_x.append(outputs[1 + 2 * count][0] if with_output else None)
         form = form_of(self.contract)
         blocks = [BlockActivation(block, outputs[1 + 2 * i][0], outputs[2 + 2 * i][0], next_x[i], form)
                   for i, block in enumerate(self.contract.blocks)]

@@ -102,3 +102,41 @@ def novel_frame(rng: np.random.Generator, kind: str, height: int = 64, width: in
         frame[mask] = color
     noise = rng.normal(0, 10, size=frame.shape)
     return np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+OUTSIDE_KINDS = ("texture", "shapes", "noise", "colour")
+
+
+def outside_frame(kind: str, rng: np.random.Generator, height: int = 64, width: int = 64) -> np.ndarray:
+    """One BGR uint8 frame that shows no object class: a texture (oriented gratings and blurred noise at a few
+    scales), shapes on a gradient (synthetic_frame), pixel noise, or a colour field (flat or a smooth gradient)."""
+    if kind == "shapes":
+        return synthetic_frame(rng, height, width)
+    if kind == "noise":
+        if rng.random() < 0.5:
+            return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        return np.clip(rng.normal(128, rng.uniform(20, 80), size=(height, width, 3)), 0, 255).astype(np.uint8)
+    if kind == "colour":
+        colour = rng.integers(0, 256, size=3).astype(np.float32)
+        frame = np.broadcast_to(colour, (height, width, 3)).astype(np.float32)
+        if rng.random() < 0.5:  # a smooth gradient towards a second colour
+            ramp = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
+            frame = frame * (1 - ramp) + rng.integers(0, 256, size=3).astype(np.float32) * ramp
+        return np.clip(frame + rng.normal(0, 2, size=frame.shape), 0, 255).astype(np.uint8)
+    if kind == "texture":
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        frame = np.zeros((height, width, 3), dtype=np.float32)
+        for _ in range(int(rng.integers(1, 4))):  # oriented gratings
+            angle, period = rng.uniform(0, np.pi), rng.uniform(3, 16)
+            phase = (xs * np.cos(angle) + ys * np.sin(angle)) * 2 * np.pi / period
+            frame += np.sin(phase)[:, :, None] * rng.uniform(-60, 60, size=3)
+        blur = int(rng.choice([1, 3, 5]))
+        noise = rng.normal(0, rng.uniform(10, 50), size=(height, width, 3)).astype(np.float32)
+        frame += cv2.GaussianBlur(noise, (blur, blur), 0) if blur > 1 else noise
+        return np.clip(frame + rng.uniform(60, 200, size=3), 0, 255).astype(np.uint8)
+    raise ValueError(f"unknown kind {kind!r}; one of {OUTSIDE_KINDS}")
+
+
+def outside_frames(count: int, seed: int = 0, height: int = 64, width: int = 64) -> list[tuple[str, np.ndarray]]:
+    """``count`` (kind, frame) pairs, the kinds taken in turn."""
+    rng = np.random.default_rng(seed)
+    return [(OUTSIDE_KINDS[i % len(OUTSIDE_KINDS)], outside_frame(OUTSIDE_KINDS[i % len(OUTSIDE_KINDS)], rng, height, width))
+            for i in range(count)]

@@ -118,6 +118,15 @@ class OnnxCandidate:
     def logits(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         return self.classifier.run(self.classifier.preprocess(frames))
 
+    @property
+    def unsure(self):
+        return self.classifier.unsure
+
+    def scored(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits, "not sure" scores or None), from one run."""
+        logits, scores, _ = self.classifier.run_scored(self.classifier.preprocess(frames))
+        return logits, scores
+
     def probe(self, frame: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
         return [(b.name, b.x, b.residual) for b in self.classifier.probe(frame)[1]]
 
@@ -131,6 +140,10 @@ class ModelResult:
     provider: str
     correct: int = 0
     images: int = 0
+    unsure: dict[str, Any] | None = None  # score, threshold, keep; None: no "not sure" statistics
+    kept: int = 0  # correct answers whose score stays at or below the threshold
+    ood_flagged: int = 0  # --ood images the score flags
+    ood_images: int = 0
 
     @property
     def accuracy(self) -> float:
@@ -149,7 +162,11 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {"data": self.data,
                 "models": [{"name": m.name, "path": m.path, "kind": m.kind, "precision": m.precision,
-                            "provider": m.provider, "top1": m.accuracy, "correct": m.correct, "images": m.images}
+                            "provider": m.provider, "top1": m.accuracy, "correct": m.correct, "images": m.images,
+                            "unsure": None if m.unsure is None else {
+                                **m.unsure, "kept": m.kept / m.correct if m.correct else None,
+                                "ood_flagged": m.ood_flagged / m.ood_images if m.ood_images else None,
+                                "ood_images": m.ood_images}}
                            for m in self.models],
                 "pairs": self.pairs, "sqnr": self.sqnr, "sqnr_note": self.sqnr_note, "max_drop": self.max_drop}
 
@@ -207,6 +224,7 @@ class VerifyOptions:
     json_path: str | None = None
     force: bool = False  # overwrite an existing --json file
     show_progress: bool = True
+    ood: str | None = None  # a folder of images of none of the classes: the share the "not sure" score flags
 
 
 def _load_candidates(options: VerifyOptions) -> list[Any]:
@@ -245,8 +263,13 @@ def verify(options: VerifyOptions, out=None) -> Report:
     label_maps = [_label_map(data.classes, c.labels, name, getattr(c, "label_ids", None))
                   for c, name in zip(candidates, names)]
     results = [ModelResult(name, str(c.path), c.kind, c.precision, c.provider) for c, name in zip(candidates, names)]
+    for c, result in zip(candidates, results):
+        spec = getattr(c, "unsure", None)
+        result.unsure = None if spec is None else {"score": spec.score, "threshold": spec.threshold, "keep": spec.keep}
+    ood_paths = _ood_images(options.ood) if options.ood else []
 
     predictions: list[list[str]] = [[] for _ in candidates]  # predicted label names, per model
+    flags: list[list[bool]] = [[] for _ in candidates]  # "not sure" per image, per model with the score
     pair_ids = [(a, b) for a in range(len(candidates)) for b in range(a + 1, len(candidates))]
     max_diff = {pair: 0.0 for pair in pair_ids}
     skipped: list[str] = []
@@ -262,10 +285,17 @@ def verify(options: VerifyOptions, out=None) -> Report:
                 skipped.append(str(error))
         if not frames:
             continue
-        logits = [c.logits(frames) for c in candidates]
+        outputs = [c.scored(frames) if result.unsure else (c.logits(frames), None)
+                   for c, result in zip(candidates, results)]
+        logits = [out[0] for out in outputs]
         for i, (c, result) in enumerate(zip(candidates, results)):
             predicted = logits[i].argmax(1)
-            result.correct += int(np.sum(predicted == label_maps[i][targets]))
+            right = predicted == label_maps[i][targets]
+            result.correct += int(np.sum(right))
+            if outputs[i][1] is not None:
+                sure = outputs[i][1] <= result.unsure["threshold"]
+                result.kept += int(np.sum(right & sure))
+                flags[i] += (~sure).tolist()
             result.images += len(frames)
             predictions[i] += [c.labels[k] for k in predicted]
         for a, b in pair_ids:
@@ -278,11 +308,15 @@ def verify(options: VerifyOptions, out=None) -> Report:
 
     report = Report({"source": data.description, "classes": data.classes, "images": results[0].images,
                      "skipped": len(skipped)}, results)
+    if options.ood:
+        report.data["ood"] = {"source": options.ood, "images": _flag_ood(candidates, results, ood_paths, options)}
     for a, b in pair_ids:
         same_labels = candidates[a].labels == candidates[b].labels
         agreement = float(np.mean([x == y for x, y in zip(predictions[a], predictions[b])]))
         report.pairs.append({"a": names[a], "b": names[b], "agreement": agreement,
                              "max_logit_diff": max_diff[(a, b)] if same_labels else None})
+        if flags[a] and flags[b]:  # e.g. fp32 and int8, each with its own statistics: do they flag the same images?
+            report.pairs[-1]["unsure_agreement"] = float(np.mean(np.array(flags[a]) == np.array(flags[b])))
     _block_errors(report, candidates, names, data, options.probe_images)
     _check_drop(report, candidates, results, options.max_drop)
 
@@ -295,6 +329,39 @@ def verify(options: VerifyOptions, out=None) -> Report:
         raise CheckFailed(f"{worst['name']} loses {worst['points']:.2f} points of top-1 against "
                           f"{report.max_drop['reference']} (allowed: {options.max_drop:g})")
     return report
+
+
+def _ood_images(folder: str) -> list[Path]:
+    from .images import list_images
+
+    if not Path(folder).is_dir():
+        raise UserError(f"--ood {folder}: no such folder")
+    paths = list_images(folder)
+    if not paths:
+        raise UserError(f"--ood {folder}: no images in it")
+    return paths
+
+
+def _flag_ood(candidates: list[Any], results: list[ModelResult], paths: list[Path], options: VerifyOptions) -> int:
+    """Run the outside images through every model with a "not sure" score; count what it flags."""
+    scored = [(c, r) for c, r in zip(candidates, results) if r.unsure]
+    read = 0
+    for start in tqdm(range(0, len(paths), options.batch_size), desc="outside images", unit="batch",
+                      disable=not options.show_progress or not scored, file=sys.stderr, leave=False):
+        frames = []
+        for path in paths[start : start + options.batch_size]:
+            try:
+                frames.append(read_image(path))
+            except ImageError as error:
+                print(f"warning: skipping {error}", file=sys.stderr)
+        if not frames or not scored:
+            continue
+        read += len(frames)
+        for c, result in scored:
+            _, scores = c.scored(frames)
+            result.ood_flagged += int(np.sum(~(scores <= result.unsure["threshold"])))  # NaN counts as flagged
+            result.ood_images += len(frames)
+    return read
 
 
 def _block_errors(report: Report, candidates: list[Any], names: list[str], data: LabelledSet, count: int) -> None:
@@ -367,7 +434,9 @@ def format_report(report: Report) -> str:
         lines += ["", f"{'pair':<{pair_width}}{'agreement':>10}  max |logit diff|"]
         for p in report.pairs:
             diff = "n/a (other labels)" if p["max_logit_diff"] is None else f"{p['max_logit_diff']:.3g}"
-            lines.append(f"{p['a'] + ' vs ' + p['b']:<{pair_width}}{100 * p['agreement']:>9.2f}%  {diff}")
+            lines.append(f"{p['a'] + ' vs ' + p['b']:<{pair_width}}{100 * p['agreement']:>9.2f}%  {diff}"
+                         + (f"; \"not sure\" flags agree on {100 * p['unsure_agreement']:.2f}%"
+                            if "unsure_agreement" in p else ""))
     if report.sqnr:
         s = report.sqnr
         lines += ["", f"quantization error per block: SQNR in dB against {s['reference']} over {s['images']} images "
@@ -380,6 +449,19 @@ def format_report(report: Report) -> str:
                                                   for m in s["models"]))
     elif report.sqnr_note:
         lines += ["", f"per-block SQNR: {report.sqnr_note}"]
+    if any(m.unsure for m in report.models) or "ood" in data:
+        lines += ["", "\"not sure\" score: share of correct answers kept sure"
+                  + (f", share of the outside images flagged ({data['ood']['source']})" if "ood" in data else "")]
+        for m in report.models:
+            if not m.unsure:
+                lines.append(f"{m.name:<{width}}no statistics (resnet-edge calibrate-unsure adds them)")
+                continue
+            u = m.unsure
+            line = (f"{m.name:<{width}}{u['score']} <= {u['threshold']:.4g}: kept {100 * m.kept / max(m.correct, 1):.1f}% "
+                    f"of {m.correct} correct (chosen to keep {100 * u['keep']:.0f}%)")
+            if m.ood_images:
+                line += f"; flagged {100 * m.ood_flagged / m.ood_images:.1f}% of {m.ood_images} outside images"
+            lines.append(line)
     if report.max_drop:
         d = report.max_drop
         verdict = "PASS" if d["passed"] else "FAIL"

@@ -100,3 +100,22 @@ def test_every_shipped_model_is_classified_with_by_name_in_both_precisions(image
             assert f"model {MODELS / filename} ({arch}, {precision}) on cpu" in result.stdout, result.stdout
             assert "summary: 5 frames" in result.stdout
             assert sum(label in result.stdout for label in CIFAR10) >= 1
+
+
+def test_every_shipped_model_carries_its_own_not_sure_score_and_classify_reports_it(image_dir):
+    """fp32 and int8 files each carry statistics fitted on their own features (calibrate-unsure on the training
+    images, threshold on the 5,000 held out), and classify --json reports unsure for every frame."""
+    import json
+
+    from resnet_edge.runtime import Classifier
+
+    for path in sorted(MODELS.glob("*.onnx")):
+        classifier = Classifier.load(path, provider="cpu", quiet=True)
+        spec = classifier.unsure
+        assert spec is not None and spec.score == "mahalanobis" and spec.keep == 0.9, path.name
+        assert spec.extra["fitted_on"]["precision"] == classifier.contract.precision, path.name
+        assert spec.extra["threshold_on"]["images"] == 5000, path.name
+        result = run_cli("classify", "--model", str(path), "--source", str(image_dir), "--json")
+        assert result.returncode == 0, result.stderr
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        assert len(lines) == 5 and all(isinstance(line["unsure"], bool) for line in lines), path.name

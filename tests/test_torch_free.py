@@ -29,6 +29,7 @@ import resnet_edge, resnet_edge.runtime, resnet_edge.preprocess, resnet_edge.pro
 import resnet_edge.metadata, resnet_edge.onnxfile, resnet_edge.cli, resnet_edge.modelzoo, resnet_edge.images
 import resnet_edge.fetch, resnet_edge.weights, resnet_edge.commands.fetch
 import resnet_edge.capture, resnet_edge.cam
+import resnet_edge.unsure, resnet_edge.commands.calibrate_unsure
 import resnet_edge_gui, resnet_edge_gui.workers, resnet_edge_gui.outputs, resnet_edge_gui.app, resnet_edge_gui.confidence, resnet_edge_gui.qtdeps, resnet_edge_gui.widgets.fetch_dialog
 assert "torch" not in sys.modules, "torch was imported"
 print("ok")
