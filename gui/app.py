@@ -1022,10 +1022,11 @@ def pyside_drops_references() -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gui", description="resnet-edge live view: predictions and residual blocks")
-    parser.add_argument("--model", help="an .onnx file or a shipped model's name (default: the last one used, "
+    parser = argparse.ArgumentParser(prog="resnet-edge gui", description="resnet-edge live view: predictions and "
+                                     "residual blocks. With no display, the demo source is classified on the command line.")
+    parser.add_argument("--model", "-m", help="an .onnx file or a shipped model's name (default: the last one used, "
                                         "else cifar10-resnet20)")
-    parser.add_argument("--source", default=None,
+    parser.add_argument("--source", "-s", default=None,
                         help="auto (camera 0 if it opens, else demo), demo, a camera index, a video, an image or a "
                              "folder (default: the last one that worked, else auto)")
     parser.add_argument("--provider", default="auto", choices=PROVIDER_CHOICES, help="execution provider (default: auto)")
@@ -1058,6 +1059,17 @@ def remembered_start(args: argparse.Namespace, settings: QSettings) -> tuple[str
     return model, source, precision if precision in PRECISIONS else "fp32"
 
 
+def classify_instead(args: argparse.Namespace) -> int:
+    """No display: say so, and classify the demo source (or the one given) on the command line instead."""
+    from resnet_edge.cli import main as cli_main
+
+    print("no display found (DISPLAY and WAYLAND_DISPLAY are not set): classifying the demo source on the "
+          "command line instead", file=sys.stderr)
+    argv = ["classify", "--source", "demo" if args.source in (None, "auto") else args.source, "--max-frames", "30",
+            "--provider", args.provider, "--precision", args.precision or "fp32"]
+    return cli_main(argv + (["--model", args.model] if args.model else []))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the app until its window closes; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -1065,9 +1077,12 @@ def main(argv: list[str] | None = None) -> int:
         from .probe import probe_main
 
         return probe_main(list(sys.argv[1:] if argv is None else argv))
-    if args.self_test is None:  # before Qt can abort the process over a missing system library (exit 134)
-        from .qtdeps import check_qt_system_libs
+    if args.self_test is None:
+        from .qtdeps import check_qt_system_libs, has_display
 
+        if not has_display():  # the self-test runs offscreen by itself
+            return classify_instead(args)
+        # before Qt can abort the process over a missing system library (exit 134)
         code = check_qt_system_libs()
         if code:
             return code

@@ -90,6 +90,13 @@ def install_command(missing: Sequence[SystemLib], manager: str | None, root: boo
     return f"{sudo}apt-get install -y {' '.join(packages)}"
 
 
+def has_display() -> bool:
+    """False on a Linux/BSD machine with no X11 or Wayland display and no Qt platform chosen."""
+    if sys.platform in ("win32", "darwin") or os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def needs_xcb(platform: str | None = None, environ: dict | None = None) -> bool:
     """Whether Qt will use its xcb plugin: on Linux unless QT_QPA_PLATFORM names another (offscreen, wayland)."""
     environ = os.environ if environ is None else environ
