@@ -35,7 +35,9 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, 
 from resnet_edge.cam import cam_on_region, visible_region
 from resnet_edge.errors import UserError
 from resnet_edge.images import IMAGE_SUFFIXES
-from resnet_edge.modelzoo import resolve_model
+from resnet_edge.catalog import remember_recent
+from resnet_edge.importer import inspect_for_import
+from resnet_edge.modelzoo import resolve_model, user_dir, user_models_dir
 from resnet_edge.preprocess import RESIZE_POLICIES
 from resnet_edge.providers import CHOICES as PROVIDER_CHOICES
 from resnet_edge.providers import available_providers
@@ -46,6 +48,8 @@ from .confidence import DEFAULT_THRESHOLD, SMOOTHING_CHOICES, STILL_KINDS, Smoot
 from .outputs import PredictionRecorder, save_png_atomic, timestamped
 from .widgets import BlockPanel, ChannelGrid, TopKBars, VideoView
 from .widgets.lab import LabTab
+from .widgets.models import ImportDialog, ModelPicker, imported_name
+from .widgets.teach import TeachTab
 from .probe import PROBE_FLAG
 from .workers import (CameraScanner, CaptureWorker, InferenceResult, InferenceWorker, LatestFrame, ModelInfo,
                       ModelProbeWorker, SourceFactory, describe_error)
@@ -176,13 +180,14 @@ class MainWindow(QMainWindow):
                  scan_cameras: bool = True, capture_options: Mapping[str, Any] | None = None,
                  stall_seconds: float = 2.0, probe_options: Mapping[str, Any] | None = None,
                  settings: QSettings | str | os.PathLike | None = None, ort_spinning: bool = False,
-                 parent: QWidget | None = None) -> None:
+                 teach_root: Path | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("resnet-edge")
         # None: remember nothing (tests, the self-test); main() passes the user's settings
         self.settings = settings if isinstance(settings, QSettings) else (
             MemorySettings() if settings is None else app_settings(settings))
         self.output_dir = Path(output_dir) if output_dir else default_output_dir()
+        self.teach_root = Path(teach_root) if teach_root else user_dir("data") / "teach" / "default"  # a teach project
         self.requested_provider = provider
         self.model_info: ModelInfo | None = None  # the model running now (confirmed by the worker)
         self.last_result: InferenceResult | None = None
@@ -206,6 +211,9 @@ class MainWindow(QMainWindow):
         self._frame_shape: tuple[int, int] | None = None
         self._closed = False
         self._model_request = 0  # id of the newest model request: a probe result for an older one is ignored
+        self.picker: ModelPicker | None = None  # the model picker while it is open
+        self.import_dialog: ImportDialog | None = None
+        self.fetch_dialog = None  # "Get ImageNet models…", made when first asked for
         # scan once the source has opened (or failed): probing a camera the capture is opening can upset both
         self._scan_pending = scan_cameras
 
@@ -243,7 +251,7 @@ class MainWindow(QMainWindow):
             self.addAction(act)  # shortcuts work with the toolbar hidden too
             return act
 
-        self.open_model_action = action("Open model…", "Ctrl+O", self._choose_model)
+        self.open_model_action = action("Open model…", "Ctrl+O", self.choose_model)
         self.open_source_action = action("Open video/image…", "Ctrl+Shift+O", self._choose_source_file)
         self.pause_action = action("Pause", "Space", self.set_paused, checkable=True)
         self.previous_action = action("◀ Previous", "PgUp", lambda: self.step_image(-1))
@@ -398,8 +406,12 @@ class MainWindow(QMainWindow):
         self.live_scroll.setWidgetResizable(True)
         self.live_scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.lab = LabTab(self.output_dir / "lab")  # the residual-learning lab's figures and its live experiment
+        # teach your own classes from the live source; the taught model takes over the live view when trained
+        self.teach = TeachTab(self.teach_root, frame_source=self._newest_image)
+        self.teach.model_trained.connect(self._on_model_taught)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.live_scroll, "Live")
+        self.tabs.addTab(self.teach, "Teach")
         self.tabs.addTab(self.lab, "Lab")
         self.setCentralWidget(self.tabs)
         self._rebuild_source_combo()
@@ -499,9 +511,70 @@ class MainWindow(QMainWindow):
     # --- public controls --------------------------------------------------------------------------
 
     def open_model(self, path: str | Path) -> None:
-        """Load another model file live; if it fails, a message says why and the old one keeps running."""
+        """Load another model file live; if it fails, a message says why and the old one keeps running. A
+        classifier without our metadata opens the import dialog first, which asks for what it lacks."""
+        try:
+            lacks = [key for key in inspect_for_import(path).missing if key != "resize"]
+        except UserError:  # not a model we read at all: the worker's check says why, as for any file
+            lacks = []
+        if lacks:
+            self.import_model(Path(path))
+            return
+        self.settings.setValue("models/recent", remember_recent(self._recent_models(), path))
         self.statusBar().showMessage(f"loading {path}…")
         self._request_model(Path(path), self.requested_provider)
+
+    def _recent_models(self) -> list[str]:
+        stored = self.settings.value("models/recent") or []
+        return [str(p) for p in (stored if isinstance(stored, list) else [stored])]
+
+    def choose_model(self) -> None:
+        """The model picker: shipped, fetched, taught and recent models, with their classes and accuracy."""
+        self.picker = ModelPicker(self._recent_models(), [user_models_dir()], parent=self)
+        if self.model_info is not None:
+            self.picker.select(self.model_info.path)
+        self.picker.import_requested.connect(lambda: (self.picker.reject(), self._choose_import()))
+        self.picker.fetch_requested.connect(lambda: (self.picker.reject(), self.get_imagenet_models()))
+        self.picker.accepted.connect(lambda: self.picker.chosen and self.open_model(self.picker.chosen))
+        self.picker.open()
+
+    def _choose_import(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "ONNX classifier to import", self.last_folder(),
+                                              "ONNX models (*.onnx);;All files (*)")
+        if path:
+            self.remember_folder(Path(path).parent)
+            self.import_model(Path(path))
+
+    def import_model(self, path: Path) -> ImportDialog | None:
+        """Ask what a third-party classifier lacks, write a copy with our metadata and open it."""
+        folder = user_models_dir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.import_dialog = ImportDialog(path, imported_name(path, folder), parent=self)
+        except (UserError, OSError) as error:
+            self._on_model_failed(str(error))
+            return None
+        self.import_dialog.accepted.connect(lambda: self.import_dialog.imported and self.open_model(self.import_dialog.imported))
+        self.import_dialog.open()
+        return self.import_dialog
+
+    def get_imagenet_models(self) -> None:
+        """Download published ImageNet ResNets on a worker thread, with progress and Cancel; open the one made."""
+        from .widgets.fetch_dialog import FetchDialog
+
+        if self.fetch_dialog is None:
+            self.fetch_dialog = FetchDialog(self)
+            self.fetch_dialog.model_ready.connect(self.open_model)
+        self.fetch_dialog.open()
+
+    def _newest_image(self):
+        """The newest captured frame (the Teach tab records from it; called from its threads)."""
+        frame = self.slot.latest()
+        return None if frame is None else frame.image
+
+    def _on_model_taught(self, path: str) -> None:
+        self.statusBar().showMessage(f"taught model ready: {Path(path).name} takes over the live view", 10000)
+        self.open_model(path)
 
     def _request_model(self, path: Path, provider: str) -> None:
         """Every model request goes through here: a file the app did not ship (and not yet tried unchanged) is
@@ -708,6 +781,9 @@ class MainWindow(QMainWindow):
         for worker in (self.capture, self.inference, self.prober):
             worker.stop()  # the one stop idiom: set the worker's stop event and wake it (the prober kills its child)
         self.lab.shutdown()
+        self.teach.shutdown()
+        if self.fetch_dialog is not None:
+            self.fetch_dialog.shutdown()
         for thread in self.worker_threads():
             # a camera read() can block for a while: wait, but say so rather than hang silently
             if not thread.wait(5000):
@@ -982,13 +1058,6 @@ class MainWindow(QMainWindow):
         if path:
             self.remember_folder(Path(path).parent)
             self.set_source(path)
-
-    def _choose_model(self) -> None:
-        start = self.last_folder() or (str(self.model_info.path.parent) if self.model_info else "")
-        path, _ = QFileDialog.getOpenFileName(self, "ONNX model", start, "ONNX models (*.onnx);;All files (*)")
-        if path:
-            self.remember_folder(Path(path).parent)
-            self.open_model(path)
 
     def _toggle_recording(self, on: bool) -> None:
         if on and self.recorder is None:

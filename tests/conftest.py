@@ -13,9 +13,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-# the app remembers model, source and window between runs: tests keep that in a file of their own, never the user's
-os.environ["RESNET_EDGE_SETTINGS"] = os.path.join(
-    __import__("tempfile").mkdtemp(prefix="resnet-edge-test-settings-"), "settings.ini")
+# the app remembers model, source and window between runs, and keeps fetched models, downloads and teach projects in
+# per-user folders: tests keep all of that in folders of their own, never the user's
+_USER = __import__("tempfile").mkdtemp(prefix="resnet-edge-test-user-")
+os.environ["RESNET_EDGE_SETTINGS"] = os.path.join(_USER, "settings.ini")
+for _name in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+    os.environ[_name] = os.path.join(_USER, _name.lower())
 
 try:
     import torch  # noqa: F401

@@ -219,7 +219,12 @@ class TeachTab(QWidget):
         self.backbone_combo = QComboBox()
         self.backbone_combo.setEditable(True)  # a path to any model with our contract
         self.backbone_combo.addItems(backbones or self._shipped_backbones())
-        self.backbone_combo.setCurrentText(self.project.backbone)
+        offered = [self.backbone_combo.itemText(i) for i in range(self.backbone_combo.count())]
+        # the project's backbone where it is here (or a path); else the first offered (a bundle ships fewer models)
+        wanted = self.project.backbone
+        if wanted not in offered and offered and not wanted.endswith(".onnx"):
+            wanted = offered[0]
+        self.backbone_combo.setCurrentText(wanted)
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(lambda: self.train())
         self.cancel_button = QPushButton("Cancel", enabled=False)
@@ -268,9 +273,12 @@ class TeachTab(QWidget):
 
     @staticmethod
     def _shipped_backbones() -> list[str]:
-        from resnet_edge.modelzoo import shipped_models
+        """Shipped and fetched fp32 models, by name (the picker's catalog)."""
+        from resnet_edge.catalog import catalog
+        from resnet_edge.modelzoo import user_models_dir
 
-        return [p.stem for p in shipped_models() if not p.name.endswith((".int8.onnx", ".fp16.onnx"))]
+        return [entry.name for entry in catalog([], [user_models_dir()])
+                if entry.precision == "fp32" and not entry.problem and entry.origin in ("shipped", "fetched")]
 
     # --- classes and samples ------------------------------------------------------------------------------
 
