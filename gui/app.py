@@ -560,8 +560,13 @@ class MainWindow(QMainWindow):
 
     def get_imagenet_models(self) -> None:
         """Download published ImageNet ResNets on a worker thread, with progress and Cancel; open the one made."""
-        from .widgets.fetch_dialog import FetchDialog
+        try:
+            from .widgets.fetch_dialog import FetchDialog
+        except ModuleNotFoundError as error:  # the packaged app leaves out HTTPS: say so, once, where it was asked
+            from resnet_edge.extras import missing_module_message
 
+            self._on_model_failed(missing_module_message(error) or str(error))
+            return
         if self.fetch_dialog is None:
             self.fetch_dialog = FetchDialog(self)
             self.fetch_dialog.model_ready.connect(self.open_model)

@@ -100,7 +100,9 @@ def build_probe_parser() -> argparse.ArgumentParser:
     parser.add_argument(PROBE_FLAG, dest="probe_model", required=True, metavar="PATH")
     parser.add_argument("--provider", default="auto")
     parser.add_argument("--probe-result", metavar="FILE", help="also write the JSON line to FILE")
-    parser.add_argument("--probe-memory", type=int, default=PROBE_ADDRESS_SPACE_BYTES, metavar="BYTES",
+    # 0 by default: the cap is for the child the app starts (run_probe passes it), never for a process that calls
+    # probe_main in-process (a test), whose later allocations it would fail
+    parser.add_argument("--probe-memory", type=int, default=0, metavar="BYTES",
                         help="address space limit of this process (RLIMIT_AS; 0: none)")
     return parser
 
@@ -230,7 +232,7 @@ def describe_exit(code: int) -> str:
 
 def run_probe(path: Path, provider: str = "auto", *, timeout: float = PROBE_TIMEOUT_S,
               command: ProbeCommand = probe_command, cancelled: Callable[[], bool] = lambda: False,
-              memory: int | None = None) -> ProbeOutcome | None:
+              memory: int = PROBE_ADDRESS_SPACE_BYTES) -> ProbeOutcome | None:
     """Run the child and judge it; None when ``cancelled()`` turned true first (the child is killed then)."""
     name = Path(path).name
     path = Path(path).absolute()  # the child may not share our idea of the working directory
@@ -239,7 +241,7 @@ def run_probe(path: Path, provider: str = "auto", *, timeout: float = PROBE_TIME
         flags = subprocess.CREATE_NO_WINDOW if sys.platform == "win32" else 0  # no console window flashing up
         with open(log, "wb") as stderr:
             # stderr to a file, not a pipe: a chatty child can never block on a full pipe we are not reading
-            argv = command(path, provider, result) + ([] if memory is None else ["--probe-memory", str(memory)])
+            argv = command(path, provider, result) + ["--probe-memory", str(memory)]
             child = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=stderr, env=child_env(), creationflags=flags)
         deadline = time.monotonic() + timeout

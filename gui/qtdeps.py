@@ -38,6 +38,8 @@ XCB_LIBS = (
     SystemLib("xkbcommon-x11", "libxkbcommon-x11-0", "libxkbcommon-x11"),
     SystemLib("EGL", "libegl1", "libglvnd-egl"),
     SystemLib("GL", "libgl1", "libglvnd-glx"),
+    # Qt Gui links QtDBus, which needs the system's D-Bus library (the packaged app leaves it to the system)
+    SystemLib("dbus-1", "libdbus-1-3", "dbus-libs"),
 )
 
 Finder = Callable[[str], "str | None"]

@@ -6,7 +6,7 @@ picks exactly one onnxruntime distribution and only pays for torch or Qt when th
 
 from __future__ import annotations
 
-import importlib.metadata
+import sys
 
 from .errors import UserError
 
@@ -30,6 +30,9 @@ def install_hint(extra: str) -> str:
 def missing_module_message(error: ModuleNotFoundError) -> str | None:
     """One line naming the extra that brings the missing module, or None when it is not one of ours."""
     top = (error.name or "").split(".")[0]
+    if getattr(sys, "frozen", False):  # the packaged app leaves out what its jobs do not need
+        return (f"this is not part of the packaged app (it leaves out {top or 'a module'}); "
+                f"use resnet-edge installed with pip for it")
     if top not in EXTRA_FOR_MODULE:
         return None
     extra, what = EXTRA_FOR_MODULE[top]
@@ -37,6 +40,8 @@ def missing_module_message(error: ModuleNotFoundError) -> str | None:
 
 
 def installed_onnxruntime_distributions() -> list[str]:
+    import importlib.metadata
+
     names = []
     for dist in importlib.metadata.distributions():
         name = (dist.metadata.get("Name") or "").lower().replace("_", "-")
@@ -48,6 +53,8 @@ def installed_onnxruntime_distributions() -> list[str]:
 def check_onnxruntime_distributions() -> None:
     """Two onnxruntime distributions installed side by side share one package folder: whichever installed last
     wins file by file and provider discovery breaks. Name them and the fix."""
+    if getattr(sys, "frozen", False):  # the packaged app carries exactly the one it was built with
+        return
     names = installed_onnxruntime_distributions()
     if len(names) > 1:
         keep = next((n for n in names if n != "onnxruntime"), names[0])

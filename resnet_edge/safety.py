@@ -13,13 +13,15 @@ streams carry passwords and tokens that logs must not.
 from __future__ import annotations
 
 import re
-import unicodedata
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 # Unicode format characters that reorder or hide text (Trojan Source, CVE-2021-42574): LRE..RLO, LRI..PDI,
 # and the invisible marks a label could use to look like another
 BIDI_AND_INVISIBLE = {*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C,
                       0x200B, 0x200C, 0x200D, 0x2028, 0x2029, 0xFEFF}
+# surrogates and private-use characters: no meaning a reader can check (by range, so that the packaged app needs
+# no Unicode database for it)
+OPAQUE_RANGES = ((0xD800, 0xDFFF), (0xE000, 0xF8FF), (0xF0000, 0x10FFFF))
 MAX_PRINTED = 512  # characters of one untrusted string on a line; a 10 MB label is not for a terminal
 
 
@@ -34,7 +36,7 @@ def printable(text: object, limit: int = MAX_PRINTED) -> str:
         code = ord(char)
         if code < 0x20 or 0x7F <= code < 0xA0:
             out.append(f"\\x{code:02x}")
-        elif code in BIDI_AND_INVISIBLE or unicodedata.category(char) in ("Cs", "Co", "Cn"):
+        elif code in BIDI_AND_INVISIBLE or any(low <= code <= high for low, high in OPAQUE_RANGES):
             out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
         else:
             out.append(char)

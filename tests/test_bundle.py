@@ -100,6 +100,33 @@ def test_bundled_cli_classifies_with_the_bundled_default_model(bundle, tmp_path)
     assert "resnet20" in result.stdout
 
 
+def test_bundled_cli_teaches_new_classes_and_classifies_with_the_taught_model(bundle, tmp_path):
+    """The packaged app has no torch and no onnx: it still teaches (features + a numpy head, the graph edited at the
+    protobuf level) and exports an fp32 model that its own classify uses; int8 says it needs the pip install."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "things"
+    for name, bgr in (("red", (30, 30, 220)), ("blue", (220, 40, 30))):
+        (data / name).mkdir(parents=True)
+        for i in range(6):
+            noisy = np.clip(np.full((40, 40, 3), bgr) + rng.integers(-20, 21, (40, 40, 3)), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(data / name / f"{i}.png"), noisy)
+    cli = bundle / f"resnet-edge{EXE_SUFFIX}"
+    out = tmp_path / "mine.onnx"
+    run = lambda *args: subprocess.run([str(cli), *args], capture_output=True, text=True, cwd=tmp_path,  # noqa: E731
+                                       env=clean_env(), timeout=300)
+    result = run("teach", str(data), "--backbone", "cifar10-resnet20", "--output", str(out), "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = run("classify", "--model", str(out), "--source", str(data / "blue"), "--top-k", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    answers = [line for line in result.stdout.splitlines() if line.startswith(tuple("012345")) and ".png:" in line]
+    assert len(answers) == 6 and all(": blue " in line for line in answers), result.stdout
+    result = run("teach", str(data), "--backbone", "cifar10-resnet20", "--output", str(tmp_path / "q.onnx"), "--int8")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_bundled_cli_reads_a_video_file_and_images_and_runs_the_narrow_lab(bundle, tmp_path):
     """The code paths the self-test does not take: OpenCV's video decoder (FFmpeg), image decoding, numpy.random
     (its compiled generators import modules the analysis cannot see) and the numpy-only lab experiment."""
