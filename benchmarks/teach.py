@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -34,16 +33,9 @@ sys.path.insert(0, str(ROOT))
 from resnet_edge.images import ImageFolder, read_image  # noqa: E402
 from resnet_edge.synthetic import NOVEL_CLASSES, novel_frame  # noqa: E402
 from resnet_edge.teach import FeatureExtractor, TeachConfig, TeachData, train  # noqa: E402
+from resnet_edge.providers import cpu_name  # noqa: E402
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cifar_pools(folder: Path, pool: int, seed: int) -> dict[str, list[Path]]:

@@ -21,8 +21,6 @@ standardised scores (z-scored on the threshold half). Higher = less sure.
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,16 +36,9 @@ from resnet_edge.synthetic import OUTSIDE_KINDS, outside_frames  # noqa: E402
 from resnet_edge.unsure import (  # noqa: E402
     SCORES, _onnx, add_score_graph, auroc, fit_statistics, score_numpy, threshold_for)
 from resnet_edge.verify import read_split_json  # noqa: E402
+from resnet_edge.providers import cpu_name  # noqa: E402
 
 
-def cpu_name() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_frames(classifier, frames: list[np.ndarray], batch: int) -> tuple[np.ndarray, np.ndarray]:

@@ -411,7 +411,11 @@ class MainWindow(QMainWindow):
         self.teach.model_trained.connect(self._on_model_taught)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.live_scroll, "Live")
-        self.tabs.addTab(self.teach, "Teach")
+        self.teach_scroll = QScrollArea()  # like the Live tab: on a small screen it scrolls, the window still fits
+        self.teach_scroll.setWidget(self.teach)
+        self.teach_scroll.setWidgetResizable(True)
+        self.teach_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.tabs.addTab(self.teach_scroll, "Teach")
         self.tabs.addTab(self.lab, "Lab")
         self.setCentralWidget(self.tabs)
         self._rebuild_source_combo()

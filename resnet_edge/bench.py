@@ -33,7 +33,7 @@ from .atomicio import atomic_path, check_writable, write_text_atomic
 from .errors import UserError, first_line, opencv_line
 from .onnxfile import ModelFileError
 from .preprocess import preprocess
-from .providers import SHORT_NAMES, available_providers, plan_providers
+from .providers import SHORT_NAMES, available_providers, cpu_name, plan_providers
 from .synthetic import synthetic_frames
 
 PROVIDER_ORDER = ("cuda", "directml", "openvino", "cpu")  # "all": every available one, in this order
@@ -444,13 +444,7 @@ def machine_info() -> dict[str, Any]:
     import cv2
     import onnxruntime as ort
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "onnxruntime": ort.__version__,
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(), "onnxruntime": ort.__version__,
             "opencv": cv2.__version__, "numpy": np.__version__}
     if "torch" in sys.modules:
         info["torch"] = sys.modules["torch"].__version__

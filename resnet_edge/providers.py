@@ -119,6 +119,18 @@ def check_actual(plan: ProviderPlan, actual: list[str]) -> list[str]:
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
+def cpu_name() -> str:
+    """The CPU's model name, for every figure a benchmark prints (/proc/cpuinfo; the platform's word elsewhere)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            line = next((line for line in handle if line.startswith("model name")), None)
+    except OSError:
+        line = None
+    return line.split(":", 1)[1].strip() if line else (platform.processor() or platform.machine() or "unknown CPU")
+
+
 def cpu_flags() -> frozenset[str] | None:
     """The CPU's feature flags as Linux names them (/proc/cpuinfo); None where they cannot be read."""
     try:

@@ -15,21 +15,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 from collections import Counter
 from pathlib import Path
+from resnet_edge.providers import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _int8_label(path: Path) -> str:
@@ -164,7 +156,7 @@ def card(name: str, run: Path, models_dir: Path = ROOT / "models") -> str:
         f"`bash scripts/build-default-models.sh runs/{Path(config['out']).name} cifar10/train {name}` "
         "(`resnet-edge export --probes`, `resnet-edge quantize`, `resnet-edge verify`).",
         f"- Training: {len(rows)} epochs, {train_seconds / 60:.0f} min of training steps "
-        f"(≈{images_trained / train_seconds:.0f} images/s on average) on {_cpu_name()}, {os.cpu_count()} cores, "
+        f"(≈{images_trained / train_seconds:.0f} images/s on average) on {cpu_name()}, {os.cpu_count()} cores, "
         f"PyTorch CPU{before}.",
         f"- validation top-1 (PyTorch, last epoch): **{100 * float(last['val_acc']):.2f}%** "
         f"(best epoch {best['epoch']}: {100 * float(best['val_acc']):.2f}%; the last epoch is what ships).",

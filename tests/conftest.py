@@ -97,6 +97,24 @@ def image_dir(tmp_path) -> Path:
 
 
 @pytest.fixture()
+def models_dir(tmp_path, monkeypatch, r20_probed) -> Path:
+    """A models folder holding the default model (a fresh probed ResNet-20), as RESNET_EDGE_MODELS."""
+    import shutil
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(r20_probed, folder / "cifar10-resnet20.onnx")
+    monkeypatch.setenv("RESNET_EDGE_MODELS", str(folder))
+    return folder
+
+
+def wait_results(qtbot, window, more: int = 1, timeout_ms: int = 20000) -> None:
+    """Until the window's inference worker has given ``more`` results."""
+    target = window.inference.results + more
+    qtbot.waitUntil(lambda: window.inference.results >= target, timeout=timeout_ms)
+
+
+@pytest.fixture()
 def make_window(qtbot, tmp_path, models_dir):
     """make(**kwargs) -> MainWindow on the test module's ``models_dir`` (the default model), demo source, one ORT
     thread, no camera scan; every window made is shut down (threads joined) after the test."""

@@ -24,25 +24,9 @@ from resnet_edge_gui.confidence import Smoother, is_unsure, model_threshold, sho
 from resnet_edge.errors import UserError  # noqa: E402
 from resnet_edge.runtime import BlockActivation, Classifier, top_k  # noqa: E402
 from resnet_edge.sources import Frame, FrameSource  # noqa: E402
+from conftest import wait_results  # noqa: E402
 
 WAIT_MS = 20000
-
-
-@pytest.fixture()
-def models_dir(tmp_path, monkeypatch, r20_probed) -> Path:
-    """A models folder holding the default model, as RESNET_EDGE_MODELS."""
-    import shutil
-
-    folder = tmp_path / "models"
-    folder.mkdir()
-    shutil.copy(r20_probed, folder / "cifar10-resnet20.onnx")
-    monkeypatch.setenv("RESNET_EDGE_MODELS", str(folder))
-    return folder
-
-
-def wait_results(qtbot, window: MainWindow, more: int = 1) -> None:
-    target = window.inference.results + more
-    qtbot.waitUntil(lambda: window.inference.results >= target, timeout=WAIT_MS)
 
 
 # --- not sure, smoothing, the classes ---------------------------------------------------------------

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import ROOT, needs_torch, run_cli
+from test_torch_free import BLOCK_TORCH  # noqa: E402
 from resnet_edge import fetch as fetch_module
 from resnet_edge.errors import UserError
 from resnet_edge.fetch import DownloadCancelled, DownloadError, cache_dir, download, part_path
@@ -531,13 +532,7 @@ def find_in(models: Path, precision: str) -> Path:
     return models / ("test-resnet20.onnx" if precision == "fp32" else "test-resnet20.int8.onnx")
 
 
-BLOCK_TORCH = """
-import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, _NoTorch())
+CLI_WITHOUT_TORCH = BLOCK_TORCH + """
 from resnet_edge.cli import main
 code = main(sys.argv[1:])
 assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
@@ -549,7 +544,7 @@ sys.exit(code)
 @pytest.mark.torch
 def test_without_torch_the_download_completes_and_one_line_asks_for_the_train_extra(tiny_preset, tmp_path):
     presets, url, digest = tiny_preset
-    result = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "fetch", "test-resnet20", "--no-progress"],
+    result = subprocess.run([sys.executable, "-c", CLI_WITHOUT_TORCH, "fetch", "test-resnet20", "--no-progress"],
                             capture_output=True, text=True, cwd=ROOT, env={**os.environ, **fetch_env(tmp_path, presets)},
                             timeout=120)
     assert result.returncode == 2, result.stderr

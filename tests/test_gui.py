@@ -36,25 +36,11 @@ from resnet_edge.errors import UserError  # noqa: E402
 from resnet_edge.providers import available_providers  # noqa: E402
 from resnet_edge.runtime import Classifier  # noqa: E402
 from resnet_edge.sources import DemoSource, Frame, FrameSource  # noqa: E402
+from conftest import wait_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_MS = 15000  # generous for a loaded machine; waitUntil returns as soon as the condition holds
 PROBE_WAIT_MS = 180000  # a model the app did not ship is tried in a child process first (gui/probe.py)
-
-
-@pytest.fixture()
-def models_dir(tmp_path, monkeypatch, r20_probed) -> Path:
-    """A models folder holding the default model, as RESNET_EDGE_MODELS."""
-    folder = tmp_path / "models"
-    folder.mkdir()
-    shutil.copy(r20_probed, folder / "cifar10-resnet20.onnx")
-    monkeypatch.setenv("RESNET_EDGE_MODELS", str(folder))
-    return folder
-
-
-def wait_results(qtbot, window: MainWindow, more: int = 1) -> None:
-    target = window.inference.results + more
-    qtbot.waitUntil(lambda: window.inference.results >= target, timeout=WAIT_MS)
 
 
 def live_threads() -> set[threading.Thread]:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import COLOR_CLASSES, ROOT, write_class_folder
+from test_torch_free import BLOCK_TORCH  # noqa: E402
 from resnet_edge import teach as teach_module
 from resnet_edge.cli import main
 from resnet_edge.errors import UserError
@@ -225,16 +226,6 @@ def test_class_names_are_sanitised_or_refused(name):
 
 
 # --- the command line -------------------------------------------------------------------------------------
-
-
-BLOCK_TORCH = """
-import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, _NoTorch())
-"""
 
 
 def test_cli_teaches_exports_int8_and_the_files_work_in_classify_verify_bench_without_torch(project, tmp_path):

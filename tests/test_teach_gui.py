@@ -152,13 +152,9 @@ def test_the_tab_imports_without_torch():
     import subprocess
     import sys
 
-    code = """
-import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, _NoTorch())
+    from test_torch_free import BLOCK_TORCH
+
+    code = BLOCK_TORCH + """
 import resnet_edge_gui.widgets.teach, resnet_edge.teach, resnet_edge.commands.teach
 assert not any(name == "torch" or name.startswith("torch.") for name in sys.modules)
 print("ok")
