@@ -441,10 +441,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as BGR uint8 (H, W, 3). Raises ImageError with a one-line reason."""
     path = Path(path)
     with open_regular(path) as handle:  # a FIFO or device is refused, not waited on
-        if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_FILE_BYTES:
             raise ImageError(f"{path}: file is larger than {MAX_FILE_BYTES // 2**20} MiB")
         try:
-            data = handle.read(MAX_FILE_BYTES + 1)
+            # the size the file has, not the cap: read(n) allocates n bytes first (200 MiB for every small image)
+            data = handle.read(size + 1)
         except OSError as error:  # an I/O error on a bad disk or a share gone away: this file, not the run
             raise ImageError(f"{path}: cannot be read ({error.strerror or error})") from None
     return decode_image_bytes(data, str(path))
