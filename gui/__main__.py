@@ -11,8 +11,8 @@ else:  # PyInstaller runs this file as a plain script, with the folder collected
 
     _package = "gui"
 
-if "--probe-model" in sys.argv[1:]:
-    # a child process trying a model for the app (probe.py): skip importing Qt, it only slows the start
-    raise SystemExit(import_module(f"{_package}.probe").probe_main(sys.argv[1:]))
+if "--check-model" in sys.argv[1:]:
+    # a child process checking a model for the app (modelcheck.py): skip importing Qt, it only slows the start
+    raise SystemExit(import_module(f"{_package}.modelcheck").check_main(sys.argv[1:]))
 
 raise SystemExit(import_module(f"{_package}.app").main())

@@ -6,7 +6,7 @@
 The UI thread only draws. A CaptureWorker (the one capture core, resnet_edge/capture.py) reads the source into a
 one-frame slot, an InferenceWorker classifies the newest frame and probes one about 4 times a second for the
 block panel and the class activation map (see workers.py). A model file the app did not ship is first loaded
-in a child process by a ModelProbeWorker (probe.py), so a model that crashes or hangs ONNX Runtime is refused
+in a child process by a ModelCheckWorker (modelcheck.py), so a model that crashes or hangs ONNX Runtime is refused
 with a message while the previous model keeps running.
 
 What the user sees is honest about itself: "not sure" below a threshold, the region the model sees drawn on
@@ -50,9 +50,9 @@ from .widgets import BlockPanel, ChannelGrid, TopKBars, VideoView
 from .widgets.lab import LabTab
 from .widgets.models import ImportDialog, ModelPicker, imported_name
 from .widgets.teach import TeachTab
-from .probe import PROBE_FLAG
+from .modelcheck import CHECK_FLAG
 from .workers import (CameraScanner, CaptureWorker, InferenceResult, InferenceWorker, LatestFrame, ModelInfo,
-                      ModelProbeWorker, SourceFactory, describe_error)
+                      ModelCheckWorker, SourceFactory, describe_error)
 from .workers import source_factory as make_source_factory
 
 DISPLAY_POLL_MS = 10  # how often the UI looks for a new frame to show (it repaints only on a new one)
@@ -178,7 +178,7 @@ class MainWindow(QMainWindow):
                  precision: str = "fp32", *, source_factory: SourceFactory | None = None,
                  threads: int | None = None, output_dir: Path | None = None, probe_hz: float = 4.0,
                  scan_cameras: bool = True, capture_options: Mapping[str, Any] | None = None,
-                 stall_seconds: float = 2.0, probe_options: Mapping[str, Any] | None = None,
+                 stall_seconds: float = 2.0, check_options: Mapping[str, Any] | None = None,
                  settings: QSettings | str | os.PathLike | None = None, ort_spinning: bool = False,
                  teach_root: Path | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -223,7 +223,7 @@ class MainWindow(QMainWindow):
         self.inference = InferenceWorker(self.slot, probe_interval=1.0 / probe_hz, threads=threads,
                                          spinning=ort_spinning, parent=self)
         # options: timeout (s), command (the child's argv, for tests), cache
-        self.prober = ModelProbeWorker(parent=self, **dict(probe_options or {}))
+        self.model_check = ModelCheckWorker(parent=self, **dict(check_options or {}))
         self.scanner: CameraScanner | None = None
 
         self._build_actions()
@@ -233,7 +233,7 @@ class MainWindow(QMainWindow):
         self._load_start_model(model, precision)
         self.capture.start()
         self.inference.start()
-        self.prober.start()
+        self.model_check.start()
         # Poll the latest-frame slot often and repaint only when a new frame is there: a timer at the source's
         # frame interval beats against it and skips frames (benchmarks/gui_pipeline.py); polling is cheap.
         self.display_timer = QTimer(self, interval=DISPLAY_POLL_MS, timeout=self._refresh_frame)
@@ -427,8 +427,8 @@ class MainWindow(QMainWindow):
         self.capture.trouble.connect(self._on_source_trouble)
         self.capture.failed.connect(self._on_source_failed)
         self.capture.notice.connect(lambda message: self.statusBar().showMessage(message, 10000))
-        self.prober.passed.connect(self._on_probe_passed)
-        self.prober.failed.connect(self._on_probe_failed)
+        self.model_check.passed.connect(self._on_check_passed)
+        self.model_check.failed.connect(self._on_check_failed)
         self.inference.resultReady.connect(self._on_result)
         self.inference.modelLoaded.connect(self._on_model_loaded)
         self.inference.modelFailed.connect(self._on_model_failed)
@@ -589,11 +589,11 @@ class MainWindow(QMainWindow):
         """Every model request goes through here: a file the app did not ship (and not yet tried unchanged) is
         first loaded in a child process; the inference worker gets it only if that process survived it."""
         self._model_request += 1
-        if self.prober.cache.needs_probe(path):
+        if self.model_check.cache.needs_check(path):
             self.statusBar().showMessage(f"trying {Path(path).name} in a separate process first…")
-            self.prober.request(self._model_request, path, provider)
+            self.model_check.request(self._model_request, path, provider)
         else:
-            self.prober.cancel()  # a probe still running is for an older request
+            self.model_check.cancel()  # a probe still running is for an older request
             self.inference.request_model(path, provider)
 
     def set_precision(self, precision: str) -> None:
@@ -775,7 +775,7 @@ class MainWindow(QMainWindow):
 
     def worker_threads(self) -> list[QThread]:
         """Every worker thread this window started (for a clean shutdown, and tests)."""
-        return [thread for thread in (self.capture, self.inference, self.prober, self.scanner, self.lab.worker)
+        return [thread for thread in (self.capture, self.inference, self.model_check, self.scanner, self.lab.worker)
                 if thread is not None]
 
     def shutdown(self) -> None:
@@ -787,8 +787,8 @@ class MainWindow(QMainWindow):
         self.display_timer.stop()
         self.status_timer.stop()
         self.stop_recording()
-        for worker in (self.capture, self.inference, self.prober):
-            worker.stop()  # the one stop idiom: set the worker's stop event and wake it (the prober kills its child)
+        for worker in (self.capture, self.inference, self.model_check):
+            worker.stop()  # the one stop idiom: set the worker's stop event and wake it (the model_check kills its child)
         self.lab.shutdown()
         self.teach.shutdown()
         if self.fetch_dialog is not None:
@@ -875,11 +875,11 @@ class MainWindow(QMainWindow):
         if self.recorder is not None:
             self.recorder.write(result)
 
-    def _on_probe_passed(self, request_id: int, path: Path, provider: str) -> None:
+    def _on_check_passed(self, request_id: int, path: Path, provider: str) -> None:
         if request_id == self._model_request and not self._closed:
             self.inference.request_model(path, provider)
 
-    def _on_probe_failed(self, request_id: int, message: str) -> None:
+    def _on_check_failed(self, request_id: int, message: str) -> None:
         if request_id == self._model_request and not self._closed:
             self._on_model_failed(message)
 
@@ -1116,9 +1116,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "source (default 5), then the bundled sample image in fp32 and int8; prints them and "
                              "the provider, exits 0 if all worked (see gui/selftest.py)")
     parser.add_argument("--self-test-timeout", type=float, default=60.0, metavar="S", help=argparse.SUPPRESS)
-    # internal: the app runs its own executable with these to try a model in a child process (gui/probe.py)
-    parser.add_argument(PROBE_FLAG, dest="probe_model", metavar="PATH", help=argparse.SUPPRESS)
-    parser.add_argument("--probe-result", metavar="FILE", help=argparse.SUPPRESS)
+    # internal: the app runs its own executable with these to try a model in a child process (gui/modelcheck.py)
+    parser.add_argument(CHECK_FLAG, dest="check_model", metavar="PATH", help=argparse.SUPPRESS)
+    parser.add_argument("--check-result", metavar="FILE", help=argparse.SUPPRESS)
     return parser
 
 
@@ -1151,10 +1151,10 @@ def classify_instead(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the app until its window closes; returns the exit code."""
     args = build_parser().parse_args(argv)
-    if args.probe_model is not None:  # a child process trying a model for the app: no window, no Qt
-        from .probe import probe_main
+    if args.check_model is not None:  # a child process trying a model for the app: no window, no Qt
+        from .modelcheck import check_main
 
-        return probe_main(list(sys.argv[1:] if argv is None else argv))
+        return check_main(list(sys.argv[1:] if argv is None else argv))
     if args.self_test is None:
         from .qtdeps import check_qt_system_libs, has_display
 

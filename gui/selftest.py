@@ -141,7 +141,7 @@ def run_self_test(args: argparse.Namespace) -> int:
         window.inference.resultReady.connect(on_result)
         window.inference.modelFailed.connect(lambda message: finish(1, f"FAILED: model not loaded: {message}"))
         # a --model the app did not ship is tried in a child process first: its failure is the model's
-        window.prober.failed.connect(lambda _request, message: finish(1, f"FAILED: model not loaded: {message}"))
+        window.model_check.failed.connect(lambda _request, message: finish(1, f"FAILED: model not loaded: {message}"))
         window.inference.failed.connect(lambda message: finish(1, f"FAILED: inference: {message}"))
         # the capture thread retries a failing source with back-off: say why, so that a timeout below is explained
         window.capture.trouble.connect(lambda message, wait: say(f"source trouble: {message}"))

@@ -9,7 +9,7 @@ newest request" under a lock and picked up by the loop. One stop idiom for every
 stop() sets a threading.Event named _stopping and wakes whatever the thread waits on; the owner joins it
 with wait(). Nothing here calls QThread.terminate().
 
-ModelProbeWorker loads a model the user picked in a child process before the inference worker may (probe.py).
+ModelCheckWorker loads a model the user picked in a child process before the inference worker may (modelcheck.py).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from resnet_edge.errors import describe_error as describe_error  # re-exported: 
 from resnet_edge.runtime import BlockActivation, Classifier, Prediction
 from resnet_edge.sources import DemoSource, FrameSource, VideoSource, is_stream, open_source
 
-from .probe import PROBE_TIMEOUT_S, PROBED, ProbeCache, ProbeCommand, ProbeOutcome, probe_command, probe_key, run_probe
+from .modelcheck import CHECK_TIMEOUT_S, PROBED, CheckCache, CheckCommand, CheckOutcome, check_command, check_key, run_model_check
 
 SourceFactory = Callable[[], FrameSource]  # opens a source; called in the capture thread, may raise
 CAMERA_INDICES = range(5)  # what the camera scan tries
@@ -384,8 +384,8 @@ class InferenceWorker(QThread):
         return True
 
 
-class ModelProbeWorker(QThread):
-    """Loads each model the user picks in a child process first (gui/probe.py), off the UI thread.
+class ModelCheckWorker(QThread):
+    """Loads each model the user picks in a child process first (gui/modelcheck.py), off the UI thread.
 
     Mandelbrot style: the newest request wins; a newer request or a cancel kills the child now working on an
     older one; stop() kills it too, so closing the window never waits out a hung model.
@@ -394,10 +394,10 @@ class ModelProbeWorker(QThread):
     passed = Signal(int, object, str)  # request id, Path, provider: safe to load in the app
     failed = Signal(int, str)  # request id, one line saying why it is not loaded
 
-    def __init__(self, *, timeout: float = PROBE_TIMEOUT_S, command: ProbeCommand = probe_command,
-                 cache: ProbeCache = PROBED, parent: QObject | None = None) -> None:
+    def __init__(self, *, timeout: float = CHECK_TIMEOUT_S, command: CheckCommand = check_command,
+                 cache: CheckCache = PROBED, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.setObjectName("model-probe")
+        self.setObjectName("model-check")
         self.timeout, self.command, self.cache = timeout, command, cache
         self.probes = 0  # child processes started
         self._cond = threading.Condition(threading.Lock())
@@ -436,12 +436,12 @@ class ModelProbeWorker(QThread):
                 with self._cond:
                     return self._stopping.is_set() or self._generation != generation
 
-            key = probe_key(path)  # taken before the child reads the file: a change meanwhile means probe again
+            key = check_key(path)  # taken before the child reads the file: a change meanwhile means probe again
             self.probes += 1
             try:
-                outcome = run_probe(path, provider, timeout=self.timeout, command=self.command, cancelled=stale)
+                outcome = run_model_check(path, provider, timeout=self.timeout, command=self.command, cancelled=stale)
             except Exception as error:  # cannot start a process at all (no memory, no executable)
-                outcome = ProbeOutcome(False, f"{path.name}: could not start a process to test it: {describe_error(error)}")
+                outcome = CheckOutcome(False, f"{path.name}: could not start a process to test it: {describe_error(error)}")
             if outcome is None or stale():
                 continue  # superseded: the newer request is picked up above
             if outcome.ok:

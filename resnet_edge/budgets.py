@@ -33,7 +33,7 @@ MAX_NAME_CHARS = 256  # arch, precision, layout, input/output and block names
 # 6.4 GB: refused before anything is allocated. ResNet-50 at batch 32 needs 19 MB.
 PREPROCESS_BUDGET_BYTES = 256 * 2**20
 
-# --- the app's model check child (gui.probe) ------------------------------------------------------------
+# --- the app's model check child (gui.modelcheck) ------------------------------------------------------------
 # Address space of the child process that first runs a model the app did not ship (RLIMIT_AS). ONNX Runtime,
 # numpy and OpenCV map about 1 GB of address space before any model loads; the rest is the model's.
-PROBE_ADDRESS_SPACE_BYTES = 3 * 2**30
+CHECK_ADDRESS_SPACE_BYTES = 3 * 2**30

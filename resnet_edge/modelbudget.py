@@ -9,7 +9,7 @@ reader, gives the peak of the tensors alive at once. Over :data:`budgets.ACTIVAT
 An op that makes its output size from data (Expand, Tile, ConstantOfShape, Resize, Range, Pad...) whose
 output size shape inference cannot tell is refused too: nothing bounds it. Needs the ``onnx`` package (a
 core dependency); where it is missing (the packaged app) the app's model check child runs under an address
-space limit instead (gui.probe).
+space limit instead (gui.modelcheck).
 """
 
 from __future__ import annotations

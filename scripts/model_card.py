@@ -1,6 +1,6 @@
 """Print the model-card section of models/README.md for one shipped model, from its run and its files.
 
-    python scripts/model_card.py cifar10-resnet20 /root/runs/r20
+    python scripts/model_card.py cifar10-resnet20 runs/r20
 
 Everything printed comes from the run folder (config.json, metrics.csv, split.json written by
 `resnet-edge train`), the verify report (models/NAME.verify.json written by scripts/build-default-models.sh)

@@ -360,7 +360,7 @@ def test_video_only_full_screen(qtbot, make_window):
 
 
 def test_missing_qt_system_libraries_are_named_with_one_install_command(monkeypatch, capsys):
-    present = {"xcb-xkb", "xkbcommon-x11", "EGL", "GL", "xcb-image", "xcb-render-util"}
+    present = {"xcb-xkb", "xkbcommon-x11", "EGL", "GL", "xcb-image", "xcb-render-util", "dbus-1"}
     finder = lambda name: f"lib{name}.so" if name in present else None  # noqa: E731
     missing = qtdeps.missing_system_libs(finder)
     assert [lib.apt for lib in missing] == ["libxcb-cursor0", "libxcb-icccm4", "libxcb-keysyms1"]
@@ -369,6 +369,9 @@ def test_missing_qt_system_libraries_are_named_with_one_install_command(monkeypa
     assert qtdeps.install_command(missing, "dnf", root=True) == \
         "dnf install -y xcb-util-cursor xcb-util-keysyms xcb-util-wm"
     assert qtdeps.missing_system_libs(lambda name: "found") == []
+    # the packaged app leaves D-Bus to the system: where it is missing, it is named too
+    assert [lib.apt for lib in qtdeps.missing_system_libs(lambda name: None if name == "dbus-1" else "found")] == [
+        "libdbus-1-3"]
     assert qtdeps.needs_xcb("linux", {"QT_QPA_PLATFORM": "xcb"})
     assert not qtdeps.needs_xcb("linux", {"QT_QPA_PLATFORM": "offscreen"})
     assert not qtdeps.needs_xcb("win32", {}) and not qtdeps.needs_xcb("linux", {"WAYLAND_DISPLAY": "wayland-0"})

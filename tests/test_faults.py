@@ -242,10 +242,10 @@ def child_that(behaviour: str):
     """A probe command whose InferenceSession aborts the process or hangs; the rest is the real probe entry."""
     effect = {"crash": "os.abort()", "hang": "time.sleep(3600)"}[behaviour]
     code = (f"import os, sys, time, onnxruntime; onnxruntime.InferenceSession = lambda *a, **k: {effect}; "
-            "from resnet_edge_gui.probe import probe_main; sys.exit(probe_main(sys.argv[1:]))")
+            "from resnet_edge_gui.modelcheck import check_main; sys.exit(check_main(sys.argv[1:]))")
 
     def command(path: Path, provider: str, result: Path) -> list[str]:
-        return [sys.executable, "-c", code, "--probe-model", str(path), "--provider", provider, "--probe-result", str(result)]
+        return [sys.executable, "-c", code, "--check-model", str(path), "--provider", provider, "--check-result", str(result)]
 
     return command
 
@@ -259,40 +259,40 @@ def user_model(tmp_path) -> Path:
 
 
 def test_probe_command_uses_the_bundle_executable_when_frozen(monkeypatch, tmp_path):
-    from resnet_edge_gui.probe import probe_command
+    from resnet_edge_gui.modelcheck import check_command
 
     model, result = tmp_path / "m.onnx", tmp_path / "r.json"
-    tail = ["--probe-model", str(model), "--provider", "cpu", "--probe-result", str(result)]
-    assert probe_command(model, "cpu", result) == [sys.executable, "-m", "resnet_edge_gui", *tail]
+    tail = ["--check-model", str(model), "--provider", "cpu", "--check-result", str(result)]
+    assert check_command(model, "cpu", result) == [sys.executable, "-m", "resnet_edge_gui", *tail]
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "executable", "/opt/resnet-edge-gui/resnet-edge-gui")
-    assert probe_command(model, "cpu", result) == ["/opt/resnet-edge-gui/resnet-edge-gui", *tail]
+    assert check_command(model, "cpu", result) == ["/opt/resnet-edge-gui/resnet-edge-gui", *tail]
 
 
 def test_probe_entry_prints_one_json_line(user_model, tmp_path, capsys):
     import resnet_edge_gui.app
 
-    assert resnet_edge_gui.app.main(["--probe-model", str(user_model), "--provider", "cpu"]) == 0  # resnet-edge-gui's entry
+    assert resnet_edge_gui.app.main(["--check-model", str(user_model), "--provider", "cpu"]) == 0  # resnet-edge-gui's entry
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1
     report = json.loads(lines[0])
     assert report["ok"] and report["provider"] == "cpu" and report["classes"] == 10 and report["finite"]
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
-    assert resnet_edge_gui.app.main(["--probe-model", str(junk)]) == 2
+    assert resnet_edge_gui.app.main(["--check-model", str(junk)]) == 2
     report = json.loads(capsys.readouterr().out)
     assert not report["ok"] and "junk.onnx" in report["error"]
 
 
 def test_run_probe_judges_real_crashing_and_hanging_children(user_model):
-    from resnet_edge_gui.probe import run_probe
+    from resnet_edge_gui.modelcheck import run_model_check
 
-    passed = run_probe(user_model, "cpu", timeout=120)  # the real `python -m gui --probe-model` child
+    passed = run_model_check(user_model, "cpu", timeout=120)  # the real `python -m gui --check-model` child
     assert passed.ok and passed.details["provider"] == "cpu" and passed.returncode == 0
-    crashed = run_probe(user_model, "cpu", timeout=120, command=child_that("crash"))
+    crashed = run_model_check(user_model, "cpu", timeout=120, command=child_that("crash"))
     assert not crashed.ok and crashed.returncode < 0
     assert "my-model.onnx: ONNX Runtime crashed loading this model" in crashed.message and "SIGABRT" in crashed.message
-    hung = run_probe(user_model, "cpu", timeout=0.5, command=child_that("hang"))
+    hung = run_model_check(user_model, "cpu", timeout=0.5, command=child_that("hang"))
     assert not hung.ok and "did not finish within 0.5 s" in hung.message
 
 
@@ -351,18 +351,18 @@ def test_app_names_the_provider_that_runs_when_the_one_asked_for_fails(qtbot, ma
 def test_app_tries_a_picked_model_in_a_child_first_and_survives_crashes_and_hangs(qtbot, make_window, models_dir,
                                                                                   user_model):
     behaviour = {"now": "crash"}
-    from resnet_edge_gui.probe import ProbeCache, probe_command
+    from resnet_edge_gui.modelcheck import CheckCache, check_command
 
     def command(path: Path, provider: str, result: Path) -> list[str]:
         if behaviour["now"] == "real":
-            return probe_command(path, provider, result)
+            return check_command(path, provider, result)
         return child_that(behaviour["now"])(path, provider, result)
 
-    options = {"command": command, "timeout": 120.0, "cache": ProbeCache()}
-    window = make_window(probe_options=options)
+    options = {"command": command, "timeout": 120.0, "cache": CheckCache()}
+    window = make_window(check_options=options)
     shipped = models_dir / "cifar10-resnet20.onnx"
     qtbot.waitUntil(lambda: window.model_info is not None, timeout=WAIT_MS)
-    assert window.model_info.path == shipped and window.prober.probes == 0  # shipped: no child process
+    assert window.model_info.path == shipped and window.model_check.probes == 0  # shipped: no child process
 
     window.open_model(user_model)  # as the file dialog does
     qtbot.waitUntil(lambda: window.message_box is not None and window.message_box.isVisible(), timeout=PROBE_WAIT_MS)
@@ -374,7 +374,7 @@ def test_app_tries_a_picked_model_in_a_child_first_and_survives_crashes_and_hang
     window.message_box.close()
 
     behaviour["now"] = "hang"
-    window.prober.timeout = 1.0
+    window.model_check.timeout = 1.0
     window.open_model(user_model)
     qtbot.waitUntil(lambda: window.message_box.isVisible(), timeout=PROBE_WAIT_MS)
     assert "did not finish within 1 s" in window.message_box.text()
@@ -382,27 +382,27 @@ def test_app_tries_a_picked_model_in_a_child_first_and_survives_crashes_and_hang
     window.message_box.close()
 
     behaviour["now"] = "real"
-    window.prober.timeout = 120.0
+    window.model_check.timeout = 120.0
     window.open_model(user_model)
     qtbot.waitUntil(lambda: window.model_info.path == user_model, timeout=PROBE_WAIT_MS)
     keeps_classifying(qtbot, window, user_model)
-    probes = window.prober.probes
+    probes = window.model_check.probes
     assert probes == 3 and not window.message_box.isVisible()
 
     window.open_model(shipped)  # back to the shipped model, then the user's again: it passed before, unchanged
     qtbot.waitUntil(lambda: window.model_info.path == shipped, timeout=WAIT_MS)
     window.open_model(user_model)
     qtbot.waitUntil(lambda: window.model_info.path == user_model, timeout=WAIT_MS)
-    assert window.prober.probes == probes
+    assert window.model_check.probes == probes
     future = time.time() + 5  # the same bytes, a new modification time: tried again
     os.utime(user_model, (future, future))
     window.open_model(user_model)
-    qtbot.waitUntil(lambda: window.prober.probes == probes + 1, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.model_check.probes == probes + 1, timeout=WAIT_MS)
 
 
 def test_closing_the_window_kills_a_hung_probe(qtbot, models_dir, user_model, tmp_path):
     from resnet_edge_gui.app import MainWindow
-    from resnet_edge_gui.probe import ProbeCache
+    from resnet_edge_gui.modelcheck import CheckCache
 
     started = threading.Event()
 
@@ -411,11 +411,11 @@ def test_closing_the_window_kills_a_hung_probe(qtbot, models_dir, user_model, tm
         return child_that("hang")(path, provider, result)
 
     window = MainWindow(source="demo", threads=1, output_dir=tmp_path, scan_cameras=False,
-                        probe_options={"command": command, "timeout": 3600.0, "cache": ProbeCache()})
+                        check_options={"command": command, "timeout": 3600.0, "cache": CheckCache()})
     qtbot.addWidget(window)
     window.show()
     window.open_model(user_model)
     qtbot.waitUntil(started.is_set, timeout=WAIT_MS)
     qtbot.wait(200)
     window.close()  # must not wait out the hour
-    assert not window.prober.isRunning() and not window.inference.isRunning()
+    assert not window.model_check.isRunning() and not window.inference.isRunning()

@@ -40,7 +40,7 @@ from conftest import wait_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_MS = 15000  # generous for a loaded machine; waitUntil returns as soon as the condition holds
-PROBE_WAIT_MS = 180000  # a model the app did not ship is tried in a child process first (gui/probe.py)
+PROBE_WAIT_MS = 180000  # a model the app did not ship is tried in a child process first (gui/modelcheck.py)
 
 
 def live_threads() -> set[threading.Thread]:
@@ -405,7 +405,7 @@ def test_closing_the_window_joins_every_thread(qtbot, models_dir, tmp_path):
     workers = window.worker_threads()
     # capture, inference, the model probe (idle: a shipped model needs none) and the camera scan
     assert len(workers) == 4 and window.capture.isRunning() and window.inference.isRunning()
-    assert window.prober.isRunning() and window.prober.probes == 0
+    assert window.model_check.isRunning() and window.model_check.probes == 0
 
     start = time.monotonic()
     window.close()

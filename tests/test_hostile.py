@@ -286,22 +286,22 @@ def test_a_legit_model_keeps_its_budget_figures_small():
 # --- the app's model check child ---------------------------------------------------------------------
 
 def test_model_check_runs_several_frames_through_the_real_preprocessing(tmp_path):
-    from resnet_edge_gui.probe import CHECK_FRAMES, run_probe
+    from resnet_edge_gui.modelcheck import CHECK_FRAMES, run_model_check
 
     model = tmp_path / "tiny.onnx"
     model.write_bytes(build_model())
-    outcome = run_probe(model, "cpu", timeout=120)
+    outcome = run_model_check(model, "cpu", timeout=120)
     assert outcome.ok, outcome.message
     assert outcome.details["frames"] == len(CHECK_FRAMES) >= 4
 
 
 @pytest.mark.parametrize("make,needle", [(endless_loop, "has control flow"), (expand_bomb, "over the budget")])
 def test_model_check_refuses_loops_and_bombs(make, needle, tmp_path):
-    from resnet_edge_gui.probe import run_probe
+    from resnet_edge_gui.modelcheck import run_model_check
 
     model = tmp_path / "hostile.onnx"
     model.write_bytes(make())
-    outcome = run_probe(model, "cpu", timeout=120)
+    outcome = run_model_check(model, "cpu", timeout=120)
     assert not outcome.ok and needle in outcome.message, outcome.message
 
 
@@ -309,7 +309,7 @@ def test_model_check_refuses_loops_and_bombs(make, needle, tmp_path):
 def test_model_check_child_runs_under_a_memory_limit(tmp_path):
     """A model within the static budget that still needs more than the child may map is refused by RLIMIT_AS:
     a 400 MB tensor in a child capped at its start-up footprint plus 250 MB."""
-    from resnet_edge_gui.probe import run_probe
+    from resnet_edge_gui.modelcheck import run_model_check
 
     nodes = _head() + [helper.make_node("ReduceMean", ["pooled"], ["one_value"], keepdims=1),
                        helper.make_node("Expand", ["one_value", "shape"], ["big"]),
@@ -319,8 +319,8 @@ def test_model_check_child_runs_under_a_memory_limit(tmp_path):
              helper.make_tensor("axes", TensorProto.INT64, [1], [0])]
     model = tmp_path / "big.onnx"
     model.write_bytes(_contract_model(nodes, inits))
-    assert run_probe(model, "cpu", timeout=120, memory=8 * 2**30).ok  # with room, it runs: the limit is what refuses
-    outcome = run_probe(model, "cpu", timeout=120, memory=1100 * 2**20)
+    assert run_model_check(model, "cpu", timeout=120, memory=8 * 2**30).ok  # with room, it runs: the limit is what refuses
+    outcome = run_model_check(model, "cpu", timeout=120, memory=1100 * 2**20)
     assert not outcome.ok, outcome.message
     assert "memory" in outcome.message.lower() or "alloc" in outcome.message.lower(), outcome.message
 

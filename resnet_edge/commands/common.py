@@ -75,3 +75,17 @@ def needs_torch(what: str) -> None:
         from ..extras import install_hint
 
         raise UserError(f"{what} needs PyTorch, which is not installed; install it with: {install_hint('train')}")
+
+
+def add_data_argument(p: argparse.ArgumentParser, help: str) -> None:
+    """The images a command works on: positional DATA, as `train DATA` and `verify DATA` take them (the one
+    convention); ``--data`` is the same."""
+    p.add_argument("data_folder", nargs="?", metavar="DATA", help=help)
+    p.add_argument("--data", help="the same as DATA")
+
+
+def data_folder(args: argparse.Namespace) -> str | None:
+    """DATA or --data (one of them)."""
+    if args.data_folder and args.data and args.data_folder != args.data:
+        raise UserError(f"two data folders given ({args.data_folder} and --data {args.data}): give one")
+    return args.data_folder or args.data

@@ -7,7 +7,7 @@ import sys
 
 from ..errors import UserError
 from ..lab.report import print_report, run_experiment
-from .common import given, needs_torch
+from .common import add_data_argument, data_folder, given, needs_torch
 
 
 
@@ -49,7 +49,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--family", choices=["post", "pre", "both"], default="post", help=family)
     q.add_argument("--depths", type=int, nargs="+", help="CIFAR depths (default 20 56 110)")
     q.add_argument("--steps", type=int, help="SGD steps after initialisation, then measured again (default 10; 0: init only)")
-    q.add_argument("--data", help="folder of class folders (e.g. CIFAR-10 train); default: synthetic frames")
+    add_data_argument(q, "folder of class folders (e.g. CIFAR-10 train); default: synthetic frames")
     q.add_argument("--batch-size", type=int, help="images per measuring batch and per step (default 64)")
     q.add_argument("--lr", type=float, help="SGD step size for the steps (default 0.02)")
     q.add_argument("--threads", type=int, help="torch threads (default: all cores)")
@@ -60,7 +60,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                                    "than resnet-20. --quick (default): a 10,000/2,000-image subset, 30 epochs, for a CPU. "
                                    "--full: all images, 160 epochs, for a GPU.")
     common(q)
-    q.add_argument("--data", help="folder of class folders, e.g. CIFAR-10's training images")
+    add_data_argument(q, "folder of class folders, e.g. CIFAR-10's training images")
     q.add_argument("--val-data", help="separate validation folder (same classes); default: held out of --data")
     mode = q.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="subset and epochs for a CPU (the default)")
@@ -95,12 +95,13 @@ def run_gradients(args: argparse.Namespace) -> int:
     from ..lab.common import FAMILY_CHOICES
     from ..lab.gradients import GradientsConfig, format_summary, run_gradients, write_gradients
 
+    args.data = data_folder(args)
     config = GradientsConfig(seed=args.seed, families=FAMILY_CHOICES[args.family], **given(
         args, depths="depths", steps="steps", data="data", batch_size="batch_size", lr="lr", threads="threads"))
     if config.data:
         ImageFolder.scan(config.data)  # a missing or empty folder is refused before --out is created
     return run_experiment(args, "net", lambda progress: run_gradients(config, progress), write_gradients,
-                               format_summary)
+                          format_summary)
 
 
 def run_degradation(args: argparse.Namespace) -> int:
@@ -118,8 +119,9 @@ def run_degradation(args: argparse.Namespace) -> int:
         config = replace(config, epochs=args.epochs) if args.epochs else config  # a run may be extended, no more
         out = Path(args.out)
     else:
+        args.data = data_folder(args)
         if not args.data:
-            raise UserError("--data FOLDER is needed (a folder of class folders, e.g. CIFAR-10's training images)")
+            raise UserError("DATA is needed (a folder of class folders, e.g. CIFAR-10's training images)")
         flags = given(args, val_data="val_data", epochs="epochs", subset="subset", val_subset="val_subset",
                        val_split="val_split", depths="depths", batch_size="batch_size", lr="lr", device="device",
                        amp="amp", threads="threads")
