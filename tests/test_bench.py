@@ -49,6 +49,7 @@ def test_percentiles_and_throughput():
     assert row.throughput == pytest.approx(4 / times.mean())
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_bench_cli_table_json_and_plot_on_tiny_settings(models, tmp_path):
     report, chart = tmp_path / "bench.json", tmp_path / "bench.png"
     result = run_cli("bench", "-m", str(models.fp32), "-m", str(models.int8), "--threads", "1", "--repeats", "5",

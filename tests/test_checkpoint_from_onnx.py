@@ -59,6 +59,7 @@ def test_rebuilt_checkpoint_matches_the_onnx_model_in_eval_and_train_mode(tmp_pa
     assert _close(trained, reference, 1e-2)
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_augmented_calibration_starts_training_from_the_same_function(tmp_path, r20_plain_export):
     """--augment: the statistics of images augmented as training feeds them (crop, flip, cutout), so a
     fine-tuning run's train-mode BN starts from the function the ONNX model computes on those images."""

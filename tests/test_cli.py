@@ -78,6 +78,7 @@ def _assert_one_line_exit_2(result, needle):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_bad_inputs_get_one_clear_line_and_exit_2(r20_probed, tmp_path, image_dir):
     _assert_one_line_exit_2(run_cli("classify", "-m", str(tmp_path / "nope.onnx"), "-s", str(image_dir)),
                             "nope.onnx: no such model file")

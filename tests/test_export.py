@@ -45,6 +45,7 @@ def test_export_fresh_resnet20_with_probes_prints_parity_and_carries_the_contrac
                               "interpolation": "bilinear_antialias"}
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_export_from_our_training_checkpoint_keeps_labels_and_normalisation(tmp_path, color_folder):
     from resnet_edge.training.config import TrainConfig
     from resnet_edge.training.train import train
@@ -63,6 +64,7 @@ def test_export_from_our_training_checkpoint_keeps_labels_and_normalisation(tmp_
     assert meta["source"]["checkpoint"] == "last.pt"
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_torchvision_state_dict_exports_with_imagenet_labels(tmp_path):
     """A torchvision-style .pth (bare state_dict, torchvision's key names) + --labels imagenet."""
     from resnet_edge.training.nets import create_model
@@ -95,6 +97,7 @@ def test_torchvision_state_dict_exports_with_imagenet_labels(tmp_path):
     assert all(p.label in meta["labels"] for p in predictions)
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_export_refuses_to_overwrite_without_force(tmp_path):
     out = tmp_path / "r20.onnx"
     out.write_bytes(b"precious")
@@ -127,6 +130,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_export_killed_mid_write_leaves_the_previous_file_whole(tmp_path):
     out = tmp_path / "r20.onnx"
     assert run_cli("export", "--arch", "resnet20", "-o", str(out), "--seed", "1").returncode == 0
@@ -195,6 +199,7 @@ def test_checkpoint_for_another_architecture_is_refused(tmp_path):
     assert "does not fit architecture resnet20" in result.stderr and "unexpected" in result.stderr
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_export_reads_the_architecture_from_our_checkpoint(tmp_path):
     from resnet_edge.preprocess import PreprocessSpec
     from resnet_edge.training.checkpoint import save_checkpoint

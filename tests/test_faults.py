@@ -348,6 +348,7 @@ def test_app_names_the_provider_that_runs_when_the_one_asked_for_fails(qtbot, ma
     assert window.status_labels["provider"].text() == "cpu (asked for cuda)"
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_app_tries_a_picked_model_in_a_child_first_and_survives_crashes_and_hangs(qtbot, make_window, models_dir,
                                                                                   user_model):
     behaviour = {"now": "crash"}

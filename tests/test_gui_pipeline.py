@@ -69,6 +69,7 @@ def test_verdicts_fail_when_targets_are_missed():
     assert bench.verdicts(result)["rss_flat"] == "n/a"  # too short a run to judge memory
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_short_run_of_the_real_app(qapp, r20_probed, tmp_path):
     frames = 90
     out = tmp_path / "gui.json"

@@ -54,6 +54,7 @@ def test_narrow_backward_matches_finite_differences(kind, width):
         assert grad[i] == pytest.approx((up - down) / (2 * eps), rel=1e-4, abs=1e-7)
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_lab_narrow_measures_the_claimed_direction(tmp_path, capsys):
     out = tmp_path / "narrow"
     # depth 3 with 2500 steps: residual nets succeed in 26 of 30 seeds tried, so a majority of 3 is safe

@@ -87,6 +87,7 @@ def test_default_model_carries_the_cifar10_contract_and_classifies():
     assert prediction.finite and prediction.label in contract.labels
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_every_shipped_model_is_classified_with_by_name_in_both_precisions(image_dir):
     """`--model NAME --precision int8|fp32` picks the shipped file, and its contract names the same network."""
     names = sorted({p.name.split(".")[0] for p in MODELS.glob("*.onnx")})
@@ -102,6 +103,7 @@ def test_every_shipped_model_is_classified_with_by_name_in_both_precisions(image
             assert sum(label in result.stdout for label in CIFAR10) >= 1
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_every_shipped_model_carries_its_own_not_sure_score_and_classify_reports_it(image_dir):
     """fp32 and int8 files each carry statistics fitted on their own features (calibrate-unsure on the training
     images, threshold on the 5,000 held out), and classify --json reports unsure for every frame."""

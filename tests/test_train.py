@@ -47,6 +47,7 @@ def test_amp_auto_takes_bf16_only_where_the_cpu_runs_it_faster(monkeypatch, mkld
     assert train.precision_note("bf16", kernels, cpu).startswith("bf16 autocast")
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_training_learns_an_easy_folder_and_writes_the_run(tmp_path, color_folder):
     out = tmp_path / "run"
     result = run_cli(*_train_args(color_folder, out, "--epochs", "8", "--lr", "0.05", "--warmup-epochs", "0"))
@@ -70,6 +71,7 @@ def test_training_learns_an_easy_folder_and_writes_the_run(tmp_path, color_folde
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_split_json_of_a_run_named_by_a_relative_path_is_read_from_any_folder(tmp_path, color_folder):
     # a run started as `train cifar10/train ...` had written val_root "cifar10/train", and `verify --split` run
     # from the checkout (as scripts/build-default-models.sh does) found none of the 5,000 images
@@ -86,6 +88,7 @@ def test_split_json_of_a_run_named_by_a_relative_path_is_read_from_any_folder(tm
     assert "12 images" in checked.stdout + checked.stderr and "could be read" not in checked.stderr
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_a_small_folder_gets_a_batch_that_gives_several_steps_per_epoch(tmp_path, color_folder):
     # 60 training images: batch 128 (the default) would leave no full batch, and a batch of all 60 one step per
     # epoch, a 2-epoch run all warm-up; without --batch-size the batch shrinks to give 4 steps per epoch
@@ -183,6 +186,7 @@ def test_cutout_erases_one_square_per_image_in_the_fill_colour():
         assert (rows.diff() == 1).all() and (cols.diff() == 1).all()
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_resume_after_a_kill_reaches_the_same_weights(tmp_path):
     data = write_class_folder(tmp_path / "data", COLOR_CLASSES, per_class=40, seed=1)
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -212,6 +216,7 @@ def test_resume_after_a_kill_reaches_the_same_weights(tmp_path):
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_ctrl_c_keeps_the_last_checkpoint_and_exits_cleanly(tmp_path):
     data = write_class_folder(tmp_path / "data", COLOR_CLASSES, per_class=40, seed=2)
     out = tmp_path / "run"
@@ -255,6 +260,7 @@ def test_bad_training_folders_are_refused(tmp_path, setup, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_unreadable_images_are_skipped_and_counted(tmp_path):
     data = write_class_folder(tmp_path / "data", COLOR_CLASSES, per_class=10)
     (data / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x01" * 30)
@@ -273,6 +279,7 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, color_folder):
     assert run_cli(*_train_args(color_folder, tmp_path / "fresh", "--epochs", "1", "--resume")).returncode == 2
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_distillation_teaches_the_student_what_the_teachers_know(tmp_path, color_folder):
     fast = ("--epochs", "8", "--lr", "0.05", "--warmup-epochs", "0")
     teacher, second = tmp_path / "teacher", tmp_path / "second"
@@ -324,6 +331,7 @@ def test_an_ensemble_of_teachers_is_the_mean_of_their_softened_outputs():
     assert abs(target - (torch.sigmoid(torch.tensor(8.0)).item() + 0.5) / 2) < 1e-6
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_a_teacher_for_other_classes_is_refused_before_anything_is_written(tmp_path, color_folder):
     teacher = tmp_path / "teacher"
     assert run_cli(*_train_args(color_folder, teacher, "--epochs", "1")).returncode == 0
@@ -349,6 +357,7 @@ def trained_run(tmp_path_factory, color_folder):
     return run
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_init_starts_from_the_checkpoint_not_from_scratch(tmp_path, color_folder, trained_run):
     # a learning rate too small to learn anything in one epoch: what the run knows, it brought with it
     still = ("--epochs", "1", "--lr", "1e-6", "--warmup-epochs", "0")
@@ -382,6 +391,7 @@ def test_init_for_other_classes_keeps_the_features_and_makes_a_new_classifier(tm
     assert torch.equal(after["model"]["layer3.2.conv2.weight"], before["model"]["layer3.2.conv2.weight"])
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_init_from_a_bare_torchvision_style_state_dict(tmp_path, color_folder, trained_run):
     weights = torch.load(trained_run / "last.pt", weights_only=True)["model"]
     bare = tmp_path / "resnet20_ddp.pth"  # as saved from a DistributedDataParallel model, wrapped
@@ -411,6 +421,7 @@ def test_init_that_does_not_fit_is_refused_before_anything_is_written(tmp_path, 
     assert message in result.stderr and not out.exists()
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_a_bare_state_dict_of_another_net_is_refused_before_decoding(tmp_path, color_folder, trained_run):
     weights = torch.load(trained_run / "last.pt", weights_only=True)["model"]
     bare = tmp_path / "w.pth"
@@ -423,6 +434,7 @@ def test_a_bare_state_dict_of_another_net_is_refused_before_decoding(tmp_path, c
     assert "decoding" not in result.stderr and not out.exists()
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_compiled_training_learns_and_is_switched_on_when_resuming(tmp_path, color_folder):
     out = tmp_path / "run"
     fast = ("--lr", "0.05", "--warmup-epochs", "0")
@@ -444,6 +456,7 @@ def test_compile_without_a_cpp_compiler_is_one_clear_line(tmp_path, color_folder
     assert "--compile needs a C++ compiler on PATH" in result.stderr and not out.exists()
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_weight_averaging_ships_the_mean_of_the_last_epochs_and_resumes(tmp_path, color_folder):
     common = ("--lr", "0.05", "--warmup-epochs", "0", "--swa-lr", "0.01", "--amp", "off")
     # four epochs, the last two averaged; a three-epoch twin with one averaged epoch follows the same path up to
@@ -490,6 +503,7 @@ def test_weight_averaging_ships_the_mean_of_the_last_epochs_and_resumes(tmp_path
         assert torch.allclose(a["model"][key].float(), c["model"][key].float(), atol=1e-6), key
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_weight_averaging_over_every_epoch_runs_at_the_averaging_lr_from_the_first_step(tmp_path, color_folder):
     # --swa-epochs == --epochs leaves no cosine: no warm-up either, every step at --swa-lr
     out = tmp_path / "run"

@@ -202,6 +202,7 @@ def test_verify_reports_the_share_kept_and_with_ood_the_share_flagged(calibrated
     assert f"flagged {100 * unsure['ood_flagged']:.1f}% of 12" in result.stdout
 
 
+@pytest.mark.slow  # over 4 s on 2 cores: left out of the quick tier
 def test_calibrate_unsure_bad_inputs_are_one_line_and_exit_2(tiny_path, colour_data, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
