@@ -11,7 +11,9 @@ Targets (each promises: our own one-line error, or a result; anything else is a 
     image      resnet_edge.images: format sniffing and every header reader (TIFF's directory walk included), the
                pixel cap, and decode_image_bytes: ImageError or a checked size / an image
 
-The checkpoint pre-checks (resnet_edge/training/checkpoint.py) are another branch's work: no target for them here.
+    checkpoint resnet_edge.training.checkpoint: load_checkpoint's pre-checks (zip directory sizes, legacy
+               storages, tensor storage/strides) and the weights_only load on arbitrary file bytes: UserError or a
+               state dict (needs torch)
 
 Each target runs in its own process (a native crash ends only that one) on a copy of its seed corpus, so the
 repository is not written to; crashes are saved in --artifacts (default: the current folder) as crash-<sha1>.
@@ -33,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "fuzz_corpus"
-TARGETS = ("onnx", "metadata", "image")
+TARGETS = ("onnx", "metadata", "image", "checkpoint")
 
 
 # --- the targets (run inside the child) --------------------------------------------------------------
@@ -87,7 +89,28 @@ def target_image(data: bytes) -> None:
     assert image.ndim == 3 and image.shape[2] == 3 and image.shape[0] * image.shape[1] <= 50_000_000
 
 
-TARGET_FUNCTIONS = {"onnx": target_onnx, "metadata": target_metadata, "image": target_image}
+_CHECKPOINT_FILE: list = []  # one scratch file per fuzzing process: load_checkpoint reads a path
+
+
+def target_checkpoint(data: bytes) -> None:
+    import tempfile
+
+    from resnet_edge.errors import UserError
+    from resnet_edge.training.checkpoint import load_checkpoint
+
+    if not _CHECKPOINT_FILE:
+        _CHECKPOINT_FILE.append(Path(tempfile.mkdtemp(prefix="fuzz-checkpoint-")) / "fuzz.pt")
+    path = _CHECKPOINT_FILE[0]
+    path.write_bytes(data)
+    try:
+        state = load_checkpoint(path)
+    except UserError:
+        return
+    assert isinstance(state, dict) and "model" in state
+
+
+TARGET_FUNCTIONS = {"onnx": target_onnx, "metadata": target_metadata, "image": target_image,
+                    "checkpoint": target_checkpoint}
 
 
 def child(target: str, libfuzzer_args: list[str]) -> None:
@@ -97,6 +120,8 @@ def child(target: str, libfuzzer_args: list[str]) -> None:
         import resnet_edge.images  # noqa: F401
         import resnet_edge.metadata  # noqa: F401
         import resnet_edge.onnxfile  # noqa: F401
+        if target == "checkpoint":
+            import resnet_edge.training.checkpoint  # noqa: F401
     function = TARGET_FUNCTIONS[target]
     atheris.Setup([sys.argv[0], *libfuzzer_args], function)
     atheris.Fuzz()

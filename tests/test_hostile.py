@@ -723,9 +723,11 @@ def _fuzz_module():
     return module
 
 
-@pytest.mark.parametrize("target", ["onnx", "metadata", "image"])
+@pytest.mark.parametrize("target", ["onnx", "metadata", "image", "checkpoint"])
 def test_fuzz_targets_hold_on_their_seed_corpus(target):
     """Every seed (regressions the fuzzer found included) gives our own error or a result, nothing else."""
+    if target == "checkpoint":
+        pytest.importorskip("torch")
     fuzz = _fuzz_module()
     seeds = sorted((ROOT / "tests" / "fuzz_corpus" / target).iterdir())
     assert seeds
@@ -758,3 +760,18 @@ def test_a_graph_field_that_is_not_a_message_is_one_line(tmp_path, capsys):
         strip_graph_outputs(data, {o.name for o in summary.outputs}, "x.onnx")
     except ModelFileError as error:
         assert "x.onnx: the graph could not be rewritten" in str(error)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("seed, needle", [
+    ("regression-memo-index-18GB.pt", "a legacy checkpoint whose pickle could not be checked"),
+    ("regression-zip-name-not-utf8.pt", "damaged zip archive"),
+])
+def test_checkpoints_the_fuzzer_found_are_refused_within_the_memory_budget(seed, needle, tmp_path):
+    """A 362-byte legacy pickle whose PUT opcode names memo index 2^31 made the C unpickler of the pre-check grow
+    its memo to 18 GB; a zip whose entry name is not UTF-8 raised out of zipfile. Both: one line, bounded."""
+    pytest.importorskip("torch")
+    checkpoint = ROOT / "tests" / "fuzz_corpus" / "checkpoint" / seed
+    code, _out, err, seconds, rss = run_bounded("export", "--arch", "resnet20", "--checkpoint", str(checkpoint),
+                                                "-o", str(tmp_path / "m.onnx"))
+    assert_one_line_refusal(code, err, "export", needle, seconds, rss)

@@ -92,7 +92,7 @@ def load_checkpoint(path: str | Path) -> dict:
         try:
             with zipfile.ZipFile(path) as archive:
                 entries = archive.infolist()
-        except (zipfile.BadZipFile, OSError) as error:
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:  # ValueError: a name not UTF-8 (fuzzed)
             raise UserError(f"{path}: not a readable PyTorch checkpoint (damaged zip archive: {error})") from None
         if any(e.filename.endswith("constants.pkl") or "/code/" in e.filename for e in entries):
             raise UserError(f"{path}: a TorchScript archive, not a state_dict checkpoint; refusing to load it")
@@ -108,8 +108,10 @@ def load_checkpoint(path: str | Path) -> dict:
     except pickle.UnpicklingError as error:
         raise UserError(f"{path}: refused: the checkpoint holds more than weights ({_unpickling_reason(error)}); "
                         "it is not loaded without weights_only") from None
-    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError, AttributeError) as error:
-        # a damaged archive surfaces as any of these from torch's reader
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError, AttributeError,
+            AssertionError) as error:
+        # a damaged archive surfaces as any of these from torch's reader (its legacy reader asserts on a storage
+        # key it did not read: found by scripts/fuzz.py)
         reason = shorten(first_line(error) or type(error).__name__, 200)
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
     if not isinstance(state, dict):
@@ -208,9 +210,10 @@ class _Stub:
         pass
 
 
-class _StorageScanner(pickle.Unpickler):
+class _StorageScanner(pickle._Unpickler):  # type: ignore[name-defined]
     """Reads a legacy checkpoint's pickles without running anything: globals become stubs, and each storage's
-    declared size (its persistent id) is added up."""
+    declared size (its persistent id) is added up. The pure-Python unpickler, not the C one: the C one grows its
+    memo array to whatever index a PUT opcode names (a 362-byte file asked for 18 GB); this one keeps a dict."""
 
     def __init__(self, handle: Any) -> None:
         super().__init__(handle)
