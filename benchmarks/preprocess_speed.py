@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resnet_edge.preprocess import (PreprocessSpec, as_bgr_uint8, fit_frame, frame_geometry,  # noqa: E402
                                     normalize, preprocess)
+from resnet_edge.synthetic import photo_like  # noqa: E402
 
 SPEC = PreprocessSpec((224, 224), crop_ratio=224 / 256, resize_size=256)
 
@@ -54,20 +55,6 @@ def whole_frame(interpolation: int):
         resized = cv2.resize(frame, (g.resized_w, g.resized_h), interpolation=interpolation)
         return cv2.cvtColor(resized[g.top : g.top + g.out_h, g.left : g.left + g.out_w], cv2.COLOR_BGR2RGB)
     return fit
-
-
-def photo_like(height: int, width: int, seed: int) -> np.ndarray:
-    """Smooth gradients, texture, hard-edged shapes and a patch of fine stripes (as tests/test_preprocess_torchvision.py)."""
-    rng = np.random.default_rng(seed)
-    image = cv2.resize(rng.uniform(0, 255, (6, 8, 3)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
-    image += cv2.GaussianBlur(rng.normal(0, 40, (height, width, 3)).astype(np.float32), (0, 0), 1.0)
-    for _ in range(12):
-        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
-        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        cv2.circle(image, centre, int(rng.integers(5, max(6, min(height, width) // 4))), colour, -1, cv2.LINE_AA)
-    yy, xx = np.mgrid[:height, :width]
-    image += (40 * np.sin(xx * 0.9 + yy * 0.3) * ((xx > width // 2) & (yy > height // 2)))[..., None]
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def pil_reference(bgr: np.ndarray, resize_size: int = 256, crop: int = 224) -> np.ndarray:

@@ -140,3 +140,19 @@ def outside_frames(count: int, seed: int = 0, height: int = 64, width: int = 64)
     rng = np.random.default_rng(seed)
     return [(OUTSIDE_KINDS[i % len(OUTSIDE_KINDS)], outside_frame(OUTSIDE_KINDS[i % len(OUTSIDE_KINDS)], rng, height, width))
             for i in range(count)]
+
+
+def photo_like(height: int, width: int, seed: int) -> np.ndarray:
+    """BGR uint8: smooth colour gradients, fine texture, anti-aliased shapes with hard edges, and a patch of
+    near-Nyquist stripes (where a resampler without antialiasing differs most)."""
+    rng = np.random.default_rng(seed)
+    image = cv2.resize(rng.uniform(0, 255, (6, 8, 3)).astype(np.float32), (width, height),
+                       interpolation=cv2.INTER_CUBIC)
+    image += cv2.GaussianBlur(rng.normal(0, 40, (height, width, 3)).astype(np.float32), (0, 0), 1.0)
+    for _ in range(12):
+        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
+        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        cv2.circle(image, centre, int(rng.integers(5, max(6, min(height, width) // 4))), colour, -1, cv2.LINE_AA)
+    yy, xx = np.mgrid[:height, :width]
+    image += (40 * np.sin(xx * 0.9 + yy * 0.3) * ((xx > width // 2) & (yy > height // 2)))[..., None]
+    return np.clip(image, 0, 255).astype(np.uint8)

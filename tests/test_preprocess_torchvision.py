@@ -12,25 +12,11 @@ from resnet_edge.preprocess import IMAGENET_MEAN, PreprocessSpec, fit_frame, vis
 
 Image = pytest.importorskip("PIL.Image")
 
+from resnet_edge.synthetic import photo_like  # noqa: E402
+
 # photo sizes (width x height) of many aspect ratios, shrinking strongly, mildly, not at all, and growing
 SIZES = [(640, 480), (1920, 1080), (300, 500), (257, 257), (1000, 200), (224, 224), (100, 150), (1280, 720),
          (4000, 3000), (400, 300), (512, 384), (350, 350), (480, 270), (600, 800), (290, 290), (233, 350)]
-
-
-def photo_like(height: int, width: int, seed: int) -> np.ndarray:
-    """BGR uint8: smooth colour gradients, fine texture, anti-aliased shapes with hard edges, and a patch of
-    near-Nyquist stripes (where a resampler without antialiasing differs most)."""
-    rng = np.random.default_rng(seed)
-    image = cv2.resize(rng.uniform(0, 255, (6, 8, 3)).astype(np.float32), (width, height),
-                       interpolation=cv2.INTER_CUBIC)
-    image += cv2.GaussianBlur(rng.normal(0, 40, (height, width, 3)).astype(np.float32), (0, 0), 1.0)
-    for _ in range(12):
-        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
-        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        cv2.circle(image, centre, int(rng.integers(5, max(6, min(height, width) // 4))), colour, -1, cv2.LINE_AA)
-    yy, xx = np.mgrid[:height, :width]
-    image += (40 * np.sin(xx * 0.9 + yy * 0.3) * ((xx > width // 2) & (yy > height // 2)))[..., None]
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def torchvision_reference(bgr: np.ndarray, resize_size: int, crop: int = 224) -> np.ndarray:
