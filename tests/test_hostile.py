@@ -766,10 +766,12 @@ def test_a_graph_field_that_is_not_a_message_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("seed, needle", [
     ("regression-memo-index-18GB.pt", "a legacy checkpoint whose pickle could not be checked"),
     ("regression-zip-name-not-utf8.pt", "damaged zip archive"),
+    ("regression-bytearray8-6.9GB.pt", "the checkpoint holds more than weights"),
 ])
 def test_checkpoints_the_fuzzer_found_are_refused_within_the_memory_budget(seed, needle, tmp_path):
     """A 362-byte legacy pickle whose PUT opcode names memo index 2^31 made the C unpickler of the pre-check grow
-    its memo to 18 GB; a zip whose entry name is not UTF-8 raised out of zipfile. Both: one line, bounded."""
+    its memo to 18 GB; a 44-byte one declaring a 6.9 GB BYTEARRAY8 had the pure-Python one allocate it; a zip whose
+    entry name is not UTF-8 raised out of zipfile. Each: one line, bounded."""
     pytest.importorskip("torch")
     checkpoint = ROOT / "tests" / "fuzz_corpus" / "checkpoint" / seed
     code, _out, err, seconds, rss = run_bounded("export", "--arch", "resnet20", "--checkpoint", str(checkpoint),

@@ -17,7 +17,9 @@ refused in one line naming torchvision's current file of the same architecture.
 from __future__ import annotations
 
 import dataclasses
+import io
 import pickle
+import struct
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -109,7 +111,10 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; we say what matters
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            # a legacy (pickle) file is read from memory: its opcodes may declare gigabytes of bytes, and a file
+            # object's read(n) allocates n bytes first where BytesIO gives what is there
+            source = path if torch_reads_zip else io.BytesIO(path.read_bytes())
+            state = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise UserError(f"{path}: refused: the checkpoint holds more than weights ({_unpickling_reason(error)}); "
                         "it is not loaded without weights_only") from None
@@ -222,6 +227,19 @@ class _StorageScanner(pickle._Unpickler):  # type: ignore[name-defined]
     def __init__(self, handle: Any) -> None:
         super().__init__(handle)
         self.storages: dict[Any, int] = {}
+        self.handle = handle
+
+    def load_bytearray8(self) -> None:
+        """BYTEARRAY8 allocates the length it declares before reading: no more than the file has left (a 44-byte
+        file declared 6.9 GB; found by scripts/fuzz.py)."""
+        length, = struct.unpack("<Q", self.read(8))
+        if length > self.handle.left():
+            raise pickle.UnpicklingError(f"BYTEARRAY8 of {length} bytes, more than the file holds")
+        buffer = bytearray(length)
+        self.readinto(buffer)
+        self.append(buffer)
+
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BYTEARRAY8[0]: load_bytearray8}  # type: ignore[attr-defined]
 
     def find_class(self, module: str, name: str) -> _Stub:
         return _Stub(name)
@@ -246,8 +264,11 @@ class _Bounded:
     def __init__(self, handle: Any, size: int) -> None:
         self.handle, self.size = handle, size
 
+    def left(self) -> int:
+        return max(0, self.size - self.handle.tell())
+
     def _left(self, wanted: int | None) -> int:
-        left = max(0, self.size - self.handle.tell())
+        left = self.left()
         return left if wanted is None or wanted < 0 else min(wanted, left)
 
     def read(self, size: int | None = -1) -> bytes:
