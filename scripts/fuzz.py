@@ -151,7 +151,8 @@ def make_corpus() -> None:
     for ext in (".png", ".jpg", ".bmp", ".webp", ".tiff", ".ppm"):
         ok, buf = cv2.imencode(ext, frame)
         if ok:
-            seeds["image"][f"small{ext}"] = buf.tobytes()
+            # the JPEG seed as .bin: no .jpg files in the repository outside docs/ (the target sniffs the bytes)
+            seeds["image"]["small-jpeg.bin" if ext == ".jpg" else f"small{ext}"] = buf.tobytes()
     seeds["image"]["header.gif"] = b"GIF89a" + struct.pack("<HH", 16, 12) + b"\x00" * 16
     seeds["image"]["header.qoi"] = b"qoif" + struct.pack(">II", 16, 12) + b"\x03\x00" + b"\x00" * 8
     seeds["image"]["bomb.png"] = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
