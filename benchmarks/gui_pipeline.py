@@ -6,13 +6,14 @@ UI event-loop stalls and memory.
     python benchmarks/gui_pipeline.py --model m.onnx --json gui.json
 
 What runs: the real MainWindow (offscreen unless QT_QPA_PLATFORM says otherwise) with its own capture and
-inference threads and its own display timer, on a 640x480 MJPG .avi written to a temp folder (it loops,
+inference threads and its own frame signal, on a 640x480 MJPG .avi written to a temp folder (it loops,
 as the app loops any video file) or, with --source synthetic, on frames already in memory (no decoding).
 Either way the capture worker paces the source at --fps exactly as it paces a video file (pace_fps).
 Nothing in the app is changed; the benchmark only observes it:
 
  - slot.put (capture thread): when each frame was published, its capture time -> offered fps, pacing jitter;
- - slot.latest + video.set_frame (the UI's display timer): which frame the video widget got, and when;
+ - video.set_frame (the UI: on the capture thread's frameReady, or with the frame's prediction while the model
+   keeps up) and the window's shown_seq: which frame the video widget got, and when;
  - the video widget's Paint event and paintEvent: when that frame was drawn -> frames displayed and
    capture-to-display latency (to the end of the paint);
  - inference.resultReady (UI thread): when each frame's prediction arrived -> capture-to-prediction latency;
@@ -36,8 +37,11 @@ of at least 1,000 frames). The exit status is 0 whatever the verdicts.
 
 To help explain a stall, the JSON also has the time the UI thread spent in the block panel's 4 Hz update
 (set_blocks, the channel grid) and in painting the panels, and Python's garbage-collector pauses.
---display-interval-ms is an experiment knob, not a measurement of the app as shipped: it changes the app's
-display timer (10 ms, gui.app.DISPLAY_POLL_MS) to try another polling interval.
+The CPU target is judged on the app alone: after the measured window every hook is removed (the app's own methods
+back, no event filter, no stall or control timer) and the process's CPU is read over --alone-seconds more of the
+same source. The figure with the hooks is printed too; it reads high (the 5 ms stall timer alone costs about 1.7%
+of one core). "by thread" splits both: UI (the main thread), inference, capture (FFmpeg's decoding threads share
+the name), Qt's pool.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ SOURCE_FPS_TOLERANCE = 0.02  # the harness check: the capture worker really pace
 STALL_BIN_MS = 0.1
 STALL_BINS = 20000  # 0..2 s in 0.1 ms bins, plus the last bin for anything longer
 WARMUP_TIMEOUT_S = 120.0
+ALONE_S = 20.0  # after the measured window, the app's CPU with the benchmark's hooks removed, for this long
 GRACE_S = 0.5  # after the last measured frame is captured, time for it to reach the screen
 
 
@@ -202,8 +207,10 @@ class PipelineProbe(QObject):
 
     def __init__(self, window: MainWindow, frames: int, fps: float, warmup_frames: int, stall_interval_ms: int,
                  loop: QEventLoop, progress: Callable[[str], None] | None = None,
-                 warmup_timeout_s: float = WARMUP_TIMEOUT_S) -> None:
+                 warmup_timeout_s: float = WARMUP_TIMEOUT_S, alone_s: float = 0.0) -> None:
         super().__init__()
+        self.alone_s = alone_s  # after the measured window: this long with every hook removed, CPU only
+        self.alone: dict[str, Any] | None = None
         self.window, self.n, self.fps, self.warmup_frames = window, frames, fps, warmup_frames
         self.warmup_deadline = time.monotonic() + warmup_timeout_s
         self.loop, self.progress = loop, progress
@@ -231,12 +238,13 @@ class PipelineProbe(QObject):
         self.t_start: float | None = None
         self.cpu_start: float | None = None  # process CPU seconds (all threads) when the measured window began
         self.cpu_end: float | None = None
+        self.threads_start: dict[str, float] = {}  # CPU seconds per thread group (thread_cpu_s)
+        self.threads_end: dict[str, float] = {}
         self.t_end: float | None = None
         self.end_deadline: float | None = None
         self.superseded = 0  # frames handed to the widget but replaced before a paint showed them
         self.paint_events = 0
         self.paint_calls = 0
-        self._polled = None  # the frame the display timer just took from the slot
         self._pending: int | None = None  # measured frame handed to the widget, not painted yet
         self._painting: int | None = None
         self._next_rss = 0.0
@@ -245,7 +253,6 @@ class PipelineProbe(QObject):
 
         slot, video = window.slot, window.video
         self._put, slot.put = slot.put, self._on_put
-        self._latest, slot.latest = slot.latest, self._on_latest
         self._set_frame, video.set_frame = video.set_frame, self._on_set_frame
         self._paint, video.paintEvent = video.paintEvent, self._on_paint  # PySide6 honours this for Python widgets
         video.installEventFilter(self)  # sees every Paint even where it would not
@@ -278,17 +285,12 @@ class PipelineProbe(QObject):
             self.capture_t[index] = frame.time
             self.offered = index + 1
 
-    def _on_latest(self) -> Any:
-        frame = self._latest()
-        self._polled = frame
-        return frame
-
     def _on_set_frame(self, image: np.ndarray) -> None:
         self._set_frame(image)
-        frame, start = self._polled, self.start_seq
-        if frame is None or frame.image is not image or start is None:
+        start = self.start_seq
+        if start is None:
             return
-        index = frame.seq - start - 1
+        index = self.window.shown_seq - start - 1  # the app sets it before it hands the frame over
         if 0 <= index < self.n:
             if self._pending is not None:
                 self.superseded += 1
@@ -367,6 +369,7 @@ class PipelineProbe(QObject):
         if self.t_start is None:
             self.t_start = now
             self.cpu_start = process_cpu_s()
+            self.threads_start = thread_cpu_s()
             self._sample_rss(now)
             self._next_rss, self._next_progress = now + 1.0, now + 10.0
             return
@@ -391,11 +394,45 @@ class PipelineProbe(QObject):
             self._sample_rss(now)
         self.done, self.timed_out, self.t_end = True, timed_out, now
         self.cpu_end = process_cpu_s()
+        self.threads_end = thread_cpu_s()
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
         self.stall_timer.stop()
         self.control_timer.stop()
-        self.loop.quit()
+        if self.alone_s > 0 and not timed_out:
+            self._measure_alone()
+        else:
+            self.loop.quit()
+
+    def unhook(self) -> None:
+        """Put the app back as it was: its own methods, no event filter, no extra slot on resultReady."""
+        window = self.window
+        for owner, name in ((window.slot, "put"), (window.video, "set_frame"),
+                            (window.video, "paintEvent"), (window.block_panel, "set_blocks"),
+                            (window.channel_grid, "set_block"), (window.block_panel, "paintEvent"),
+                            (window.channel_grid, "paintEvent")):
+            if name in vars(owner):
+                delattr(owner, name)  # the class's method shows through again
+        window.video.removeEventFilter(self)
+        window.inference.resultReady.disconnect(self._on_result)
+
+    def _measure_alone(self) -> None:
+        """The app's CPU with nothing of the benchmark running: no hooks, no stall timer, no control timer."""
+        self.unhook()
+        capture = self.window.capture
+        start = (time.monotonic(), process_cpu_s(), thread_cpu_s(), capture.frames)
+
+        def end() -> None:
+            now, cpu_s, threads, frames = time.monotonic(), process_cpu_s(), thread_cpu_s(), capture.frames
+            offered, duration = frames - start[3], now - start[0]
+            self.alone = {"seconds": round(cpu_s - start[1], 3), "duration_s": round(duration, 3), "frames": offered,
+                          "percent_of_one_core": round(100.0 * (cpu_s - start[1]) / duration, 2),
+                          "ms_per_frame": round(1000.0 * (cpu_s - start[1]) / offered, 3) if offered else None,
+                          "ms_per_frame_by_thread": {name: round(1000.0 * (threads.get(name, 0.0) - before) / offered, 3)
+                                                     for name, before in start[2].items()} if offered else {}}
+            self.loop.quit()
+
+        QTimer.singleShot(int(self.alone_s * 1000), end)
 
     # the numbers
 
@@ -430,17 +467,20 @@ class PipelineProbe(QObject):
         cpu_s = (self.cpu_end - self.cpu_start) if self.cpu_start is not None and self.cpu_end is not None else None
         cpu = {"seconds": round(cpu_s, 3) if cpu_s is not None else None,
                "percent_of_one_core": round(100.0 * cpu_s / duration, 2) if cpu_s is not None and duration > 0 else None,
-               "ms_per_frame": round(1000.0 * cpu_s / n_offered, 3) if cpu_s is not None and n_offered else None}
+               "ms_per_frame": round(1000.0 * cpu_s / n_offered, 3) if cpu_s is not None and n_offered else None,
+               "ms_per_frame_by_thread": {name: round(1000.0 * (self.threads_end.get(name, 0.0) - start) / n_offered, 3)
+                                          for name, start in self.threads_start.items()} if n_offered else {}}
         inference = self.window.inference
         return {
             "cpu": cpu,
+            "cpu_alone": self.alone,
             "cam_ms": round(inference.cam_ms, 3) if getattr(inference, "cam_ms", None) else None,
             "probe_ms": round(inference.probe_ms, 3) if inference.probe_ms else None,
             "complete": not self.timed_out and n_offered == self.n,
             "duration_s": round((self.t_end or time.monotonic()) - (self.t_start or time.monotonic()), 3),
             "frames": {"requested": self.n, "offered": n_offered, "received_by_widget": received,
                        "displayed": displayed, "not_displayed": n_offered - displayed,
-                       "skipped_by_display_timer": n_offered - received, "superseded_before_paint": self.superseded,
+                       "never_taken_by_ui": n_offered - received, "superseded_before_paint": self.superseded,
                        "longest_run_not_displayed": missed_runs,
                        "classified": int((~np.isnan(results)).sum())},
             "source_fps": round((n_offered - 1) / span, 3) if span > 0 else None,
@@ -475,6 +515,27 @@ def process_cpu_s() -> float:
     """CPU seconds this process has used, user + system, all threads together."""
     times = os.times()
     return times.user + times.system
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) per thread group, from /proc (Linux; empty elsewhere): "UI" for the main
+    thread, else the thread's name (the app's workers are named; pools share a name and are summed)."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    groups: dict[str, float] = {}
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return groups
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat", encoding="ascii", errors="replace") as stat:
+                text = stat.read()
+        except OSError:
+            continue  # the thread ended
+        name = "UI" if int(tid) == os.getpid() else text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        groups[name] = groups.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return groups
 
 
 def load_average() -> list[float] | None:
@@ -514,15 +575,14 @@ def longest_run(flags: np.ndarray) -> int:
 
 def run_benchmark(frames: int = 10000, fps: float = 30.0, model: str | None = None, *, warmup_frames: int = 60,
                   threads: int | None = None, source: str = "video", clip_frames: int = 300,
-                  stall_interval_ms: int = 5, provider: str = "auto", display_interval_ms: int | None = None,
+                  stall_interval_ms: int = 5, provider: str = "auto",
                   json_path: str | os.PathLike | None = None, progress: Callable[[str], None] | None = None,
-                  warmup_timeout_s: float = WARMUP_TIMEOUT_S, spinning: bool = False) -> dict[str, Any]:
+                  warmup_timeout_s: float = WARMUP_TIMEOUT_S, spinning: bool = False,
+                  alone_s: float = ALONE_S) -> dict[str, Any]:
     """Run the app on a paced 640x480 source until ``frames`` frames were offered after warm-up; the numbers.
 
     ``source``: "video" (an MJPG .avi of ``clip_frames`` frames, looped by the app) or "synthetic".
-    ``display_interval_ms``: an experiment, not the app as shipped: poll the frame slot this often (precise
-    timer) instead of the app's own display timer setting. ``spinning``: an experiment too, ONNX Runtime's
-    threads spin between frames (the app switches that off).
+    ``spinning``: an experiment, ONNX Runtime's threads spin between frames (the app switches that off).
     """
     if frames < 2:
         raise UserError("--frames must be at least 2")
@@ -543,12 +603,10 @@ def run_benchmark(frames: int = 10000, fps: float = 30.0, model: str | None = No
                             threads=threads, scan_cameras=False, output_dir=Path(tmp) / "out", ort_spinning=spinning,
                             settings=None)
         try:
-            if display_interval_ms:
-                window.display_timer.setTimerType(Qt.TimerType.PreciseTimer)
-                window.display_timer.setInterval(display_interval_ms)
-            probe = PipelineProbe(window, frames, fps, warmup_frames, stall_interval_ms, loop, progress, warmup_timeout_s)
+            probe = PipelineProbe(window, frames, fps, warmup_frames, stall_interval_ms, loop, progress, warmup_timeout_s,
+                                  alone_s)
             window.show()
-            limit_s = WARMUP_TIMEOUT_S + (frames + warmup_frames) / fps * 2 + 30  # a last resort
+            limit_s = WARMUP_TIMEOUT_S + (frames + warmup_frames) / fps * 2 + alone_s + 30  # a last resort
             deadline = QTimer(singleShot=True, interval=int(limit_s * 1000), timeout=lambda: probe.finish(timed_out=True))
             deadline.start()
             loop.exec()
@@ -565,8 +623,7 @@ def run_benchmark(frames: int = 10000, fps: float = 30.0, model: str | None = No
                 "model": str(model_path), "provider": info.provider if info else None, "threads": threads,
                 "qt_platform": app.platformName(), "window": [window.width(), window.height()],
                 "video_widget": [window.video.width(), window.video.height()],
-                "display_timer_ms": window.display_timer.interval(),
-                "display_timer_changed": bool(display_interval_ms), "cpus": os.cpu_count(), "cpu_model": cpu_model(),
+                "cpus": os.cpu_count(), "cpu_model": cpu_model(),
                 "ort_spinning": spinning,
                 "python": platform.python_version(), "machine": platform.machine(),
             }
@@ -604,9 +661,32 @@ def verdicts(result: dict[str, Any]) -> dict[str, str]:
         "latency_p99": judge(None if latency["p99"] is None else latency["p99"] < TARGET_LATENCY_P99_MS),
         "max_stall": judge(None if not stalls["ticks"] else stalls["max"] <= TARGET_MAX_STALL_MS),
         "rss_flat": judge(flat),
-        "cpu": judge(None if result.get("cpu", {}).get("percent_of_one_core") is None
-                     else result["cpu"]["percent_of_one_core"] <= TARGET_CPU_PERCENT),
+        "cpu": judge(None if app_cpu(result).get("percent_of_one_core") is None
+                     else app_cpu(result)["percent_of_one_core"] <= TARGET_CPU_PERCENT),
     }
+
+
+def cpu_rows(result: dict[str, Any], verdict: str) -> list[tuple[str, str, str, str]]:
+    """The CPU rows: the app alone (judged) and with the benchmark's hooks (reads high), each split by thread."""
+    def by_thread(cpu: dict[str, Any]) -> str:
+        return ", ".join(f"{name} {value:.2f}" for name, value in sorted(
+            cpu["ms_per_frame_by_thread"].items(), key=lambda item: -item[1]) if value >= 0.05)
+
+    rows = []
+    alone, hooked = result.get("cpu_alone"), result["cpu"]
+    if alone:
+        rows += [(f"process CPU, the app alone ({alone['duration_s']:.0f} s)", f"{num_or_dash(alone['percent_of_one_core'], 1)} %",
+                  f"<= {TARGET_CPU_PERCENT:g} %", verdict),
+                 ("  CPU per offered frame, by thread", f"{num_or_dash(alone['ms_per_frame'], 2)} ms: {by_thread(alone)}", "", "")]
+    rows += [("process CPU with the benchmark's hooks", f"{num_or_dash(hooked['percent_of_one_core'], 1)} %",
+              "" if alone else f"<= {TARGET_CPU_PERCENT:g} %", "" if alone else verdict),
+             ("  CPU per offered frame, by thread", f"{num_or_dash(hooked['ms_per_frame'], 2)} ms: {by_thread(hooked)}", "", "")]
+    return rows
+
+
+def app_cpu(result: dict[str, Any]) -> dict[str, Any]:
+    """The CPU figures the target is judged on: the app alone where that phase ran, else with the hooks."""
+    return result.get("cpu_alone") or result.get("cpu") or {}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -632,7 +712,7 @@ def format_table(result: dict[str, Any]) -> str:
          verdict["source_fps"]),
         ("frames displayed / offered", f"{frames['displayed']} / {frames['offered']}", "all",
          verdict["all_frames_displayed"]),
-        ("  skipped by the display timer", str(frames["skipped_by_display_timer"]), "", ""),
+        ("  never taken by the UI", str(frames["never_taken_by_ui"]), "", ""),
         ("  replaced before a paint", str(frames["superseded_before_paint"]), "", ""),
         ("displayed fps", num(result["displayed_fps"]), f">= {fps * (1 - SOURCE_FPS_TOLERANCE / 2):g}",
          verdict["displayed_fps"]),
@@ -650,9 +730,7 @@ def format_table(result: dict[str, Any]) -> str:
         ("capture-to-prediction latency p50/p99",
          f"{num(prediction['p50'], 1)} / {num(prediction['p99'], 1)} ms", "", ""),
         ("frames classified / offered", f"{frames['classified']} / {frames['offered']}", "", ""),
-        ("process CPU, % of one core", f"{num(result['cpu']['percent_of_one_core'], 1)} %",
-         f"<= {TARGET_CPU_PERCENT:g} %", verdict["cpu"]),
-        ("  CPU per offered frame", f"{num(result['cpu']['ms_per_frame'], 2)} ms", "", ""),
+        *cpu_rows(result, verdict["cpu"]),
         ("block panel probe run / CAM on it", f"{num(result['probe_ms'], 2)} / {num(result['cam_ms'], 3)} ms", "", ""),
         ("UI: block panel update + paint p99", f"{num(panel_p99, 1)} ms (4 Hz)", "", ""),
         ("UI: longest gc pause", f"{num(max(pauses) if pauses else None, 1)} ms ({collections} collections)", "", ""),
@@ -666,9 +744,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"model {Path(config['model']).name} on {config['provider']}, threads {config['threads'] or 'default'}, "
         f"Qt {config['qt_platform']}, video widget {config['video_widget'][0]}x{config['video_widget'][1]}, "
         f"{config['cpus']} CPUs ({config['cpu_model']}), ORT spinning {'on' if config['ort_spinning'] else 'off'}, load average {fmt_load(load['start'])} -> {fmt_load(load['end'])}, "
-        f"{result['duration_s']:.0f} s measured" + ("" if result["complete"] else "  (INCOMPLETE: timed out)")
-        + (f"\nEXPERIMENT: the app's display timer was changed to {config['display_timer_ms']} ms (precise)"
-           if config.get("display_timer_changed") else ""),
+        f"{result['duration_s']:.0f} s measured" + ("" if result["complete"] else "  (INCOMPLETE: timed out)"),
         "",
         f"{'metric':<{width}}  {'value':<{value_width}}  {'target':<{target_width}}  result",
     ]
@@ -695,7 +771,7 @@ def format_interleaved(results: list[dict[str, Any]]) -> str:
            f"{'prediction p99':>14}  {'probe / CAM ms':>14}  {'load':>5}"
     lines = [head]
     for index, result in enumerate(results, 1):
-        cpu, config = result["cpu"], result["config"]
+        cpu, config = app_cpu(result), result["config"]
         lines.append(f"{index:>3}  {'on' if config['ort_spinning'] else 'off':<12}  {cpu['percent_of_one_core']:>13.1f}  "
                      f"{cpu['ms_per_frame']:>12.2f}  {result['latency_ms']['p99']:>9.1f}ms  "
                      f"{result['prediction_latency_ms']['p99']:>12.1f}ms  "
@@ -704,7 +780,7 @@ def format_interleaved(results: list[dict[str, Any]]) -> str:
     for mode in (False, True):
         runs = [r for r in results if r["config"]["ort_spinning"] == mode]
         if runs:
-            cpu = np.median([r["cpu"]["percent_of_one_core"] for r in runs])
+            cpu = np.median([app_cpu(r)["percent_of_one_core"] for r in runs])
             p99 = np.median([r["latency_ms"]["p99"] for r in runs])
             pred = np.median([r["prediction_latency_ms"]["p99"] for r in runs])
             lines.append(f"median, spinning {'on' if mode else 'off'}: CPU {cpu:.1f}% of one core, display p99 {p99:.1f} ms, "
@@ -732,11 +808,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip-frames", type=int, default=300, help="length of the generated .avi (it loops)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: the app's default, all cores)")
     parser.add_argument("--provider", default="auto", help="execution provider (default: auto, as the app)")
-    parser.add_argument("--display-interval-ms", type=int,
-                        help="experiment: poll for new frames this often instead of the app's 10 ms display poll")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument("--spinning", choices=("off", "on", "both"), default="off",
                         help="ONNX Runtime thread spinning: off (the app as shipped), on, or both interleaved")
+    parser.add_argument("--alone-seconds", type=float, default=ALONE_S,
+                        help=f"then measure the app's CPU with every hook removed for this long (default {ALONE_S:g}; 0: skip)")
     parser.add_argument("--rounds", type=int, default=3, help="with --spinning both: runs of each (default 3)")
     args = parser.parse_args(argv)
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
@@ -749,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
                         progress(f"round {round_index + 1}/{args.rounds}, spinning {'on' if spinning else 'off'}")
                     results.append(run_benchmark(args.frames, args.fps, args.model, warmup_frames=args.warmup,
                                                  threads=args.threads, source=args.source, clip_frames=args.clip_frames,
-                                                 provider=args.provider, spinning=spinning))
+                                                 provider=args.provider, spinning=spinning, alone_s=args.alone_seconds))
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -763,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_benchmark(args.frames, args.fps, args.model, warmup_frames=args.warmup, threads=args.threads,
                                source=args.source, clip_frames=args.clip_frames, provider=args.provider,
-                               display_interval_ms=args.display_interval_ms, json_path=args.json, progress=progress,
+                               json_path=args.json, progress=progress, alone_s=args.alone_seconds,
                                spinning=args.spinning == "on")
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, 
                                QSlider, QSpinBox, QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from resnet_edge.cam import cam_on_region, visible_region
+from resnet_edge.capture import CapturedFrame
 from resnet_edge.errors import UserError
 from resnet_edge.images import IMAGE_SUFFIXES
 from resnet_edge.catalog import remember_recent
@@ -42,7 +43,7 @@ from resnet_edge.preprocess import RESIZE_POLICIES
 from resnet_edge.providers import CHOICES as PROVIDER_CHOICES
 from resnet_edge.providers import available_providers
 from resnet_edge.safety import printable, source_label
-from resnet_edge.sources import VIDEO_SUFFIXES
+from resnet_edge.sources import VIDEO_SUFFIXES, live_opencv_threads
 
 from .confidence import DEFAULT_THRESHOLD, SMOOTHING_CHOICES, STILL_KINDS, Smoother, model_threshold, shown_prediction
 from .outputs import PredictionRecorder, save_png_atomic, timestamped
@@ -55,7 +56,9 @@ from .workers import (CameraScanner, CaptureWorker, InferenceResult, InferenceWo
                       ModelCheckWorker, SourceFactory, describe_error)
 from .workers import source_factory as make_source_factory
 
-DISPLAY_POLL_MS = 10  # how often the UI looks for a new frame to show (it repaints only on a new one)
+KEEP_UP_SHARE = 0.25  # a model whose run takes under this share of the frame interval brings frames with results
+FLOWING_FPS = 10.0  # a source delivering at least this often gets its predictions drawn with its next frame
+WATCH_MS = 250  # how often the UI checks that the source still delivers (frames themselves arrive by signal)
 PRECISIONS = ("fp32", "int8")
 SETTINGS_ENV = "RESNET_EDGE_SETTINGS"  # an .ini file to keep the app's settings in instead of the user's
 WANTED_SIZE = QSize(1400, 900)  # the window's size where the screen has room for it
@@ -207,7 +210,7 @@ class MainWindow(QMainWindow):
         self._switch_opening = 0  # capture opens before the newest source switch: older frames are stale
         self._auto_note: str | None = None  # "no camera" said at start by the auto source
         self._announce_scan = False  # a Rescan the user asked for: say what it found
-        self._shown_seq = 0
+        self.shown_seq = 0  # the frame on screen (CapturedFrame.seq)
         self._frame_shape: tuple[int, int] | None = None
         self._closed = False
         self._model_request = 0  # id of the newest model request: a probe result for an older one is ignored
@@ -231,14 +234,16 @@ class MainWindow(QMainWindow):
         self._connect()
         self._restore_settings()
         self._load_start_model(model, precision)
+        live_opencv_threads()
         self.capture.start()
         self.inference.start()
         self.model_check.start()
-        # Poll the latest-frame slot often and repaint only when a new frame is there: a timer at the source's
-        # frame interval beats against it and skips frames (benchmarks/gui_pipeline.py); polling is cheap.
-        self.display_timer = QTimer(self, interval=DISPLAY_POLL_MS, timeout=self._refresh_frame)
+        # The capture thread says when a frame is in the slot (a queued signal), so the UI thread wakes once per
+        # frame; a timer polling often enough not to skip frames woke it three times as often (each wake-up costs
+        # CPU, benchmarks/gui_pipeline.py). The slow watch timer notices a camera that went silent.
+        self.watch_timer = QTimer(self, interval=WATCH_MS, timeout=self._watch_source)
         self.status_timer = QTimer(self, interval=500, timeout=self._refresh_status)
-        self.display_timer.start()
+        self.watch_timer.start()
         self.status_timer.start()
 
     # --- construction -----------------------------------------------------------------------------
@@ -424,6 +429,7 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.capture.opened.connect(self._on_source_opened)
+        self.capture.frameReady.connect(self._refresh_frame)
         self.capture.trouble.connect(self._on_source_trouble)
         self.capture.failed.connect(self._on_source_failed)
         self.capture.notice.connect(lambda message: self.statusBar().showMessage(message, 10000))
@@ -589,6 +595,7 @@ class MainWindow(QMainWindow):
         """Every model request goes through here: a file the app did not ship (and not yet tried unchanged) is
         first loaded in a child process; the inference worker gets it only if that process survived it."""
         self._model_request += 1
+        self._frames_on_arrival()  # no results while it loads
         if self.model_check.cache.needs_check(path):
             self.statusBar().showMessage(f"trying {Path(path).name} in a separate process first…")
             self.model_check.request(self._model_request, path, provider)
@@ -620,6 +627,7 @@ class MainWindow(QMainWindow):
         self.source_spec = spec
         self._source_trouble = None
         self._switch_opening = self.capture.opens  # frames and results of the source before are stale from now
+        self._frames_on_arrival()
         self.smoother.reset()
         self.video.set_message(None)
         self.video.set_caption(None)
@@ -628,6 +636,7 @@ class MainWindow(QMainWindow):
         self._rebuild_source_combo()
 
     def set_paused(self, paused: bool) -> None:
+        self._frames_on_arrival()
         self.capture.set_paused(paused)
         self.video.set_paused(paused)
         self.pause_action.setText("Resume" if paused else "Pause")
@@ -784,7 +793,7 @@ class MainWindow(QMainWindow):
             return
         self.save_settings()
         self._closed = True
-        self.display_timer.stop()
+        self.watch_timer.stop()
         self.status_timer.stop()
         self.stop_recording()
         for worker in (self.capture, self.inference, self.model_check):
@@ -820,7 +829,18 @@ class MainWindow(QMainWindow):
                 and self.video.prediction is not None:
             self._show(self.last_result, smooth=False)
 
-    def _show(self, result: InferenceResult, smooth: bool = True) -> None:
+    def _pace_frames(self, result: InferenceResult) -> None:
+        """Frames come with their results while the model takes under KEEP_UP_SHARE of the frame interval of a
+        flowing source; else (a slow model, a slow source) each frame is shown as it arrives (frameReady)."""
+        rate = self.capture.meter.rate()
+        took_ms = max(self.inference.latency_ms, result.latency_ms)
+        self.capture.notify_frames = not (rate >= FLOWING_FPS and took_ms < KEEP_UP_SHARE * 1000.0 / rate)
+
+    def _frames_on_arrival(self) -> None:
+        """Show each frame as it comes until results show the (new) model keeps up with the (new) source."""
+        self.capture.notify_frames = True
+
+    def _show(self, result: InferenceResult, smooth: bool = True, with_frame: bool = False) -> None:
         prediction = result.prediction
         if smooth:
             if result.frame.kind in STILL_KINDS:
@@ -829,7 +849,10 @@ class MainWindow(QMainWindow):
         else:
             probabilities = self.video.prediction.probabilities
         shown = shown_prediction(prediction, probabilities, result.model.labels, self.threshold)
-        self.video.set_prediction(shown)
+        # a live source brings the next frame within ~1/FLOWING_FPS s: the label is drawn with it, one paint a frame
+        flowing = result.frame.kind not in STILL_KINDS and not self.capture.paused \
+            and self.capture.meter.rate() >= FLOWING_FPS
+        self.video.set_prediction(shown, with_next_frame=flowing and not with_frame)
         self.topk.set_prediction(shown)
 
     def _show_cam(self, result: InferenceResult) -> None:
@@ -865,7 +888,13 @@ class MainWindow(QMainWindow):
         if result.frame.opening <= self._switch_opening or not self._delivering():
             return  # a frame of the source before, or a source in trouble: never shown as live
         self.last_result = result
-        self._show(result)
+        # a model that keeps up brings each frame with its prediction: both drawn in one paint, and the frame on
+        # screen is the one the label is about
+        with_frame = result.frame.seq > self.shown_seq
+        if with_frame:
+            self._show_frame(result.frame)
+        self._show(result, with_frame=with_frame)
+        self._pace_frames(result)
         if result.blocks is not None:
             self.last_probe = result
             self.block_panel.set_blocks(result.blocks)
@@ -981,18 +1010,27 @@ class MainWindow(QMainWindow):
     # --- timers -----------------------------------------------------------------------------------
 
     def _refresh_frame(self) -> None:
+        """Show the slot's frame if it is new (the capture thread's frameReady, and the watch timer)."""
         frame = self.slot.latest()
-        if frame is not None and frame.seq != self._shown_seq and frame.opening > self._switch_opening:
-            self._shown_seq = frame.seq
-            self.video.set_frame(frame.image)
-            if self.working_spec != self.source_spec:
-                self.working_spec = self.source_spec  # it delivered: a later failure comes back here
-            self._set_folder_controls(frame.kind == "folder")
-            self.video.set_caption(Path(frame.id).name if frame.kind == "image" else frame.id if frame.kind == "folder" else
-                                   self._auto_note if frame.kind == "demo" and self.source_spec == "auto" else None)
-            if frame.image.shape[:2] != self._frame_shape:
-                self._frame_shape = frame.image.shape[:2]
-                self._update_region()
+        if frame is not None and frame.seq != self.shown_seq and frame.opening > self._switch_opening:
+            self._show_frame(frame)
+
+    def _show_frame(self, frame: CapturedFrame) -> None:
+        self.shown_seq = frame.seq
+        self.video.set_frame(frame.image)
+        if self.working_spec != self.source_spec:
+            self.working_spec = self.source_spec  # it delivered: a later failure comes back here
+        self._set_folder_controls(frame.kind == "folder")
+        self.video.set_caption(Path(frame.id).name if frame.kind == "image" else frame.id if frame.kind == "folder" else
+                               self._auto_note if frame.kind == "demo" and self.source_spec == "auto" else None)
+        if frame.image.shape[:2] != self._frame_shape:
+            self._frame_shape = frame.image.shape[:2]
+            self._update_region()
+
+    def _watch_source(self) -> None:
+        self._refresh_frame()  # a frame whose signal was not delivered yet is shown anyway
+        if self.video.label_pending:  # the frame it waited for did not come
+            self.video.flush_label()
         # a camera whose read() hangs cannot tell us itself: notice the silence here
         capture, message = self.capture, self._source_trouble
         silent = time.monotonic() - capture.last_frame_time

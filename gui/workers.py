@@ -148,6 +148,7 @@ class CaptureWorker(QThread):
     trouble = Signal(str, float)  # what went wrong, seconds until the next try
     notice = Signal(str)  # worth saying, nothing to recover from (a camera changed its resolution)
     failed = Signal(str)  # this source is done for (a file that cannot be read): pick another
+    frameReady = Signal()  # a new frame is in the slot (emitted in the capture thread, queued to the UI)
 
     def __init__(self, slot: LatestFrame, factory: SourceFactory, *, backoff_start: float = 0.5,
                  backoff_limit: float = 8.0, repeat_limit_s: float = 2.0,
@@ -155,10 +156,18 @@ class CaptureWorker(QThread):
         super().__init__(parent)
         self.setObjectName("capture")
         self.slot = slot
+        # frameReady per frame while this is True; the app turns it off while results bring their frames along,
+        # so the UI thread wakes once per frame, not twice
+        self.notify_frames = True
+        slot.on_put = self._frame_put
         self.meter = RateMeter()
         policy = CapturePolicy(backoff_start, backoff_limit, repeat_limit_s, pace=pace)
         self.loop = CaptureLoop(slot, factory, policy, _Signals(self))
         self.backoff = self.loop.backoff
+
+    def _frame_put(self) -> None:  # the capture thread, after each frame
+        if self.notify_frames:
+            self.frameReady.emit()
 
     # state, read by the UI thread
     frames = property(lambda self: self.loop.frames)  # published frames, all sources together

@@ -68,15 +68,18 @@ class CapturedFrame:
 class LatestFrame:
     """The single slot frames cross threads through: one reference, overwritten by each newer frame."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_put: Callable[[], None] | None = None) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._frame: CapturedFrame | None = None
         self._wakes = 0
+        self.on_put = on_put  # called (in the capture thread) after each frame: the app queues a Qt signal
 
     def put(self, frame: CapturedFrame) -> None:
         with self._cond:
             self._frame = frame
             self._cond.notify_all()
+        if self.on_put is not None:
+            self.on_put()
 
     def latest(self) -> CapturedFrame | None:
         with self._cond:

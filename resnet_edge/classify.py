@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .runtime import Classifier, Prediction
-from .sources import Frame, FrameSource
+from .sources import LIVE_KINDS, Frame, FrameSource, live_opencv_threads
 
 
 @dataclass
@@ -27,6 +27,8 @@ def classify_source(classifier: Classifier, source: FrameSource, k: int, batch_s
     Ctrl-C ends the run with the frames so far counted: it is how a camera run ends."""
     stats = ClassifyStats()
     per_call = batch_size if source.kind == "folder" else 1  # a live source waits for no batch
+    if source.kind in LIVE_KINDS:
+        live_opencv_threads()
     batch: list[Frame] = []
     started = time.perf_counter()
 

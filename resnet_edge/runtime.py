@@ -27,6 +27,8 @@ from .preprocess import preprocess
 from .providers import ProviderPlan, check_actual, int8_cpu_warnings, plan_providers, warn
 from .unsure import UnsureSpec
 
+LIVE_ONE_THREAD_PIXELS = 64 * 64  # live loops run a model whose input is no larger on one thread (live_threads)
+
 
 @dataclass
 class Prediction:
@@ -125,6 +127,13 @@ def _session_options(threads: int | None, settings: dict, spinning: bool = True)
     return options
 
 
+def live_threads(contract: ModelContract) -> int | None:
+    """Intra-op threads for a live loop when none were asked for: one for a small input (a CIFAR net, ~1 ms a
+    frame), where waking a second thread for every frame cost more CPU than it saved time; else ORT's default."""
+    height, width = contract.preprocess.input_size
+    return 1 if height * width <= LIVE_ONE_THREAD_PIXELS else None
+
+
 class Classifier:
     """An image classifier over one ONNX model file, on one execution provider."""
 
@@ -138,7 +147,7 @@ class Classifier:
         self.spinning = spinning  # False for live sources (camera, the app): ORT's threads sleep between frames
         self.summary = summary
         self.contract = contract
-        self.threads = threads
+        self.threads = threads if threads or spinning else live_threads(contract)
         self._model_bytes = model_bytes
         self._runs: dict[object, str] = {}  # RunOptions of the runs in progress -> "" or why they were ended
         self._runs_lock = threading.Lock()

@@ -32,7 +32,15 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 STALL_S = 5.0  # a live read silent this long is reported (and reported again every STALL_S while it lasts)
 OPEN_TIMEOUT_MS = 10_000  # video files and streams: FFmpeg's open and read give up after this (OpenCV's props)
 READ_TIMEOUT_MS = 10_000
+LIVE_OPENCV_THREADS = 1  # see live_opencv_threads()
 __all__ = ["BACKOFF_FIRST_S", "BACKOFF_LIMIT_S", "LIVE_KINDS", "REPEAT_LIMIT_S", "describe_error", "redact_url"]  # re-exported
+
+
+def live_opencv_threads() -> None:
+    """Run OpenCV single-threaded for a live loop. After every parallel call (a frame's colour conversion, its
+    resize) OpenCV's worker threads spin in sched_yield for a while; at 30 frames a second that spinning cost
+    more CPU than the split saved on a 640x480 frame (benchmarks/gui_pipeline.py). Process-wide."""
+    cv2.setNumThreads(LIVE_OPENCV_THREADS)
 
 
 @dataclass

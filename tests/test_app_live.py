@@ -423,3 +423,85 @@ def test_snapshot_from_the_lab_tab_and_dialogs_at_the_last_folder(qtbot, make_wi
     assert window.source_spec == str(photo)
     window._choose_source_file()  # the second dialog opens where the first file was
     assert asked[1] == str(photo.parent)
+
+
+# --- a tenth of the CPU: what the live path does to stay cheap ---------------------------------------
+
+
+def test_a_model_that_keeps_up_brings_each_frame_with_its_prediction(qtbot, make_window):
+    """The demo runs at 30 fps and the test model takes a few ms: frames come with their results (one wake and
+    one paint per frame), the label on screen is the prediction for the frame on screen, and a model request
+    puts frames back on arrival until the new model shows it keeps up."""
+    window = make_window()
+    wait_results(qtbot, window, 3)
+    qtbot.waitUntil(lambda: not window.capture.notify_frames, timeout=WAIT_MS)
+    seen = []
+
+    def check(result):  # after the window's own slot
+        if not window.capture.notify_frames and window.video.prediction is not None:
+            seen.append((window.shown_seq, result.frame.seq, window.video.prediction.raw is result.prediction,
+                         window.video.label_pending))
+
+    window.inference.resultReady.connect(check)
+    shown_before = window.video.frames_shown
+    qtbot.waitUntil(lambda: len(seen) >= 10, timeout=WAIT_MS)
+    window.inference.resultReady.disconnect(check)
+    assert window.video.frames_shown >= shown_before + 10
+    assert all(shown == classified and same and not pending for shown, classified, same, pending in seen)
+
+    window.open_model(window.model_info.path)  # the same file again: a request like any other
+    assert window.capture.notify_frames
+
+
+def test_a_slow_model_leaves_frames_on_arrival_and_draws_its_label_with_the_next_frame(qtbot, make_window):
+    window = make_window()
+    wait_results(qtbot, window, 3)
+    result = window.last_result
+    slow = dataclasses.replace(result, latency_ms=30.0)  # more than a quarter of a 30 fps frame interval
+    window._pace_frames(slow)
+    assert window.capture.notify_frames
+    window.video.set_prediction(window.video.prediction, with_next_frame=True)
+    assert window.video.label_pending
+    window.video.repaint()  # the next frame's paint draws it
+    assert not window.video.label_pending
+    window.video.set_prediction(window.video.prediction, with_next_frame=True)
+    window._watch_source()  # no frame came: the watch timer draws it
+    assert not window.video.label_pending
+
+
+def test_live_loops_run_small_models_on_one_thread_and_opencv_single_threaded(models_dir, monkeypatch):
+    from resnet_edge.classify import classify_source
+    from resnet_edge.runtime import LIVE_ONE_THREAD_PIXELS, live_threads
+
+    model = models_dir / "cifar10-resnet20.onnx"
+    assert Classifier.load(model, spinning=False, quiet=True).threads == 1  # 32x32: one thread
+    assert Classifier.load(model, spinning=True, quiet=True).threads is None  # a batch job: ORT's default
+    assert Classifier.load(model, spinning=False, threads=2, quiet=True).threads == 2  # asked for: kept
+    contract = Classifier.load(model, quiet=True).contract
+    big = dataclasses.replace(contract, preprocess=dataclasses.replace(contract.preprocess, input_size=(224, 224),
+                                                                       resize_size=None))
+    assert 224 * 224 > LIVE_ONE_THREAD_PIXELS and live_threads(big) is None
+
+    class Camera(FrameSource):
+        kind = "camera"
+
+        def __iter__(self):
+            yield Frame("frame 1", np.zeros((48, 64, 3), np.uint8))
+
+    calls = []
+    monkeypatch.setattr(cv2, "setNumThreads", calls.append)
+    classifier = Classifier.load(model, spinning=False, quiet=True)
+    stats = classify_source(classifier, Camera(), k=1, batch_size=1, on_prediction=lambda frame, p: None)
+    assert stats.frames == 1 and calls == [1]
+    classify_source(classifier, type("Folder", (Camera,), {"kind": "folder"})(), 1, 1, lambda frame, p: None)
+    assert calls == [1]  # a folder is not a live loop: OpenCV keeps its threads
+
+
+def test_the_frame_slot_calls_back_after_each_frame():
+    from resnet_edge.capture import CapturedFrame, LatestFrame
+
+    calls = []
+    slot = LatestFrame(on_put=lambda: calls.append(slot.latest().seq))
+    for seq in (1, 2):
+        slot.put(CapturedFrame(seq, f"frame {seq}", np.zeros((2, 2, 3), np.uint8), 0.0))
+    assert calls == [1, 2]

@@ -28,6 +28,7 @@ class TopKBars(QWidget):
         self._repaint = QTimer(self, singleShot=True, interval=REPAINT_MS, timeout=self.update)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setMinimumHeight(self.k * ROW_HEIGHT + 8 + HEADING)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)  # paintEvent fills it: the group box is not redrawn
 
     def sizeHint(self) -> QSize:
         return QSize(280, self.k * ROW_HEIGHT + 8 + HEADING)
@@ -63,6 +64,7 @@ class TopKBars(QWidget):
 
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
+        painter.fillRect(self.rect(), self.palette().window())
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         rows = self.rows()
         if not rows:

@@ -18,7 +18,7 @@ from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from resnet_edge.safety import printable
-from .colormap import bgr_to_qimage, make_lut, rgba_to_qimage
+from .colormap import bgr_to_qimage, make_lut
 
 # a "jet"-like table for the activation map: blue (little evidence) to red (most)
 CAM_LUT = make_lut([(0, 0, 143), (0, 0, 255), (0, 255, 255), (255, 255, 0), (255, 0, 0), (128, 0, 0)])
@@ -34,6 +34,21 @@ def cam_rgba(heat: np.ndarray, opacity: float) -> np.ndarray:
     return rgba
 
 
+def cam_overlay(heat: np.ndarray, opacity: float, width: int, height: int) -> tuple[np.ndarray, QImage]:
+    """The map as drawn over the frame: premultiplied BGRA (Qt's ARGB32_Premultiplied on little-endian, the
+    format the painter blends without a conversion), scaled to (width, height) by OpenCV (bilinear; on
+    premultiplied colours, which is how they interpolate correctly). Returns the buffer and the QImage that
+    borrows it."""
+    rgba = cam_rgba(heat, opacity).astype(np.float32)
+    premultiplied = np.empty_like(rgba)
+    premultiplied[..., :3] = rgba[..., 2::-1] * (rgba[..., 3:] / 255.0)  # RGB -> BGR, times alpha
+    premultiplied[..., 3] = rgba[..., 3]
+    scaled = cv2.resize(premultiplied, (max(1, width), max(1, height)), interpolation=cv2.INTER_LINEAR)
+    bgra = np.ascontiguousarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8))
+    image = QImage(bgra.data, bgra.shape[1], bgra.shape[0], 4 * bgra.shape[1], QImage.Format.Format_ARGB32_Premultiplied)
+    return bgra, image
+
+
 class VideoView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -46,13 +61,16 @@ class VideoView(QWidget):
         self.show_region = True
         self.cam: np.ndarray | None = None  # 0..1 over the region, at the region's resolution or coarser
         self.cam_opacity = 0.5
-        self._cam_image: QImage | None = None
-        self._cam_scaled: QImage | None = None  # _cam_image at its on-screen size: scaled 4 times a second, not 30
+        self._cam_scaled: QImage | None = None  # the map at its on-screen size (cam_overlay), until it changes
+        self._cam_pixels: np.ndarray | None = None  # the buffer _cam_scaled borrows
         self.paused = False
         self.smooth = False  # always scale the frame smoothly (snapshots for docs); else only when enlarging
         self.frames_shown = 0
+        self.label_pending = False  # a prediction set to be drawn with the next frame, not drawn yet
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(200, 150)
+        # paintEvent covers every pixel: without this Qt repaints the splitter and panels behind the video first
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
 
     def sizeHint(self) -> QSize:
         return QSize(640, 480)
@@ -71,10 +89,19 @@ class VideoView(QWidget):
         self.frames_shown += 1
         self.update()
 
-    def set_prediction(self, prediction: Any) -> None:
-        """None clears the label (no model, or the source is not delivering: never a stale prediction)."""
+    def set_prediction(self, prediction: Any, with_next_frame: bool = False) -> None:
+        """None clears the label (no model, or the source is not delivering: never a stale prediction).
+        ``with_next_frame``: frames are flowing, so draw it with the next one (within a frame interval) instead of
+        painting the widget a second time per frame; ``flush_label`` draws it if that frame does not come."""
         self.prediction = prediction
-        # a prediction lands a few ms after its frame was painted: repaint only the label's band, not the frame
+        if with_next_frame and prediction is not None:
+            self.label_pending = True
+            return
+        self.flush_label()
+
+    def flush_label(self) -> None:
+        """Repaint the label's band only (a prediction lands a few ms after its frame was painted)."""
+        self.label_pending = False
         self.update(0, 0, self.width(), int(max(10.0, min(22.0, self.height() / 22)) * 2.2) + 24)
 
     def set_message(self, message: str | None) -> None:
@@ -101,8 +128,7 @@ class VideoView(QWidget):
         if opacity is not None:
             self.cam_opacity = opacity
         self.cam = heat
-        self._cam_image = None if heat is None else rgba_to_qimage(cam_rgba(heat, self.cam_opacity))
-        self._cam_scaled = None
+        self._cam_scaled = None  # made at its on-screen size at the next paint
         self.update()
 
     # --- geometry ---------------------------------------------------------------------------------
@@ -127,6 +153,7 @@ class VideoView(QWidget):
     # --- drawing ----------------------------------------------------------------------------------
 
     def paintEvent(self, event: QPaintEvent) -> None:
+        self.label_pending = False
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(24, 24, 24))
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -139,11 +166,11 @@ class VideoView(QWidget):
             painter.drawImage(target, self.image)
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
             region = self.region_rect()
-            if region is not None and self._cam_image is not None:
+            if region is not None and self.cam is not None:
                 size = region.toRect().size()
-                if self._cam_scaled is None or self._cam_scaled.size() != size:
-                    self._cam_scaled = self._cam_image.scaled(size, Qt.AspectRatioMode.IgnoreAspectRatio,
-                                                              Qt.TransformationMode.SmoothTransformation)
+                if self._cam_scaled is None or self._cam_scaled.size() != size:  # 4 times a second, not 30
+                    self._cam_pixels, self._cam_scaled = cam_overlay(self.cam, self.cam_opacity, size.width(),
+                                                                     size.height())
                 painter.drawImage(region.toRect().topLeft(), self._cam_scaled)
             if region is not None and self.show_region:
                 self._draw_box(painter, region.toRect())
