@@ -14,7 +14,7 @@ import sys
 import cv2
 import numpy as np
 from PySide6.QtCore import QRect, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from resnet_edge.safety import printable
@@ -36,15 +36,15 @@ def cam_rgba(heat: np.ndarray, opacity: float) -> np.ndarray:
 
 def cam_overlay(heat: np.ndarray, opacity: float, width: int, height: int) -> tuple[np.ndarray, QImage]:
     """The map as drawn over the frame: premultiplied BGRA (Qt's ARGB32_Premultiplied on little-endian, the
-    format the painter blends without a conversion), scaled to (width, height) by OpenCV (bilinear; on
-    premultiplied colours, which is how they interpolate correctly). Returns the buffer and the QImage that
-    borrows it."""
-    rgba = cam_rgba(heat, opacity).astype(np.float32)
-    premultiplied = np.empty_like(rgba)
-    premultiplied[..., :3] = rgba[..., 2::-1] * (rgba[..., 3:] / 255.0)  # RGB -> BGR, times alpha
-    premultiplied[..., 3] = rgba[..., 3]
-    scaled = cv2.resize(premultiplied, (max(1, width), max(1, height)), interpolation=cv2.INTER_LINEAR)
-    bgra = np.ascontiguousarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8))
+    format the painter blends without a conversion), made at the map's own size and scaled to (width, height)
+    by OpenCV (bilinear; on premultiplied colours, which is how they interpolate correctly). Returns the buffer
+    and the QImage that borrows it."""
+    rgba = cam_rgba(heat, opacity)
+    alpha = rgba[..., 3:].astype(np.uint16)
+    small = np.empty_like(rgba)
+    small[..., :3] = (rgba[..., 2::-1].astype(np.uint16) * alpha + 127) // 255  # RGB -> BGR, times alpha
+    small[..., 3] = rgba[..., 3]
+    bgra = cv2.resize(small, (max(1, width), max(1, height)), interpolation=cv2.INTER_LINEAR)
     image = QImage(bgra.data, bgra.shape[1], bgra.shape[0], 4 * bgra.shape[1], QImage.Format.Format_ARGB32_Premultiplied)
     return bgra, image
 
@@ -67,6 +67,7 @@ class VideoView(QWidget):
         self.smooth = False  # always scale the frame smoothly (snapshots for docs); else only when enlarging
         self.frames_shown = 0
         self.label_pending = False  # a prediction set to be drawn with the next frame, not drawn yet
+        self._tag_fonts: tuple[float, QFont, QFontMetrics] | None = None  # (point size, font, metrics)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(200, 150)
         # paintEvent covers every pixel: without this Qt repaints the splitter and panels behind the video first
@@ -214,14 +215,24 @@ class VideoView(QWidget):
             unsure = bool(getattr(self.prediction, "unsure", False))
             self._draw_tag(painter, text, right=False, background=UNSURE_COLOUR if unsure else QColor(0, 0, 0, 160))
 
+    def _tag_font(self) -> tuple[QFont, QFontMetrics]:
+        """The label's bold font for this widget height, made once per height (not at every paint)."""
+        size = max(10.0, min(22.0, self.height() / 22))
+        if self._tag_fonts is None or self._tag_fonts[0] != size:
+            font = QFont(self.font())
+            font.setPointSizeF(size)
+            font.setBold(True)
+            self._tag_fonts = (size, font, QFontMetrics(font))
+        return self._tag_fonts[1], self._tag_fonts[2]
+
     def _draw_tag(self, painter: QPainter, text: str, right: bool, background: QColor | None = None) -> None:
-        font = QFont(self.font())
-        font.setPointSizeF(max(10.0, min(22.0, self.height() / 22)))
-        font.setBold(True)
+        font, metrics = self._tag_font()
         painter.setFont(font)
-        metrics = painter.fontMetrics()
-        text = metrics.elidedText(text, Qt.TextElideMode.ElideRight, max(40, self.width() - 40))
-        width, height = metrics.horizontalAdvance(text) + 20, metrics.height() + 10
+        advance, room = metrics.horizontalAdvance(text), max(40, self.width() - 40)
+        if advance > room:  # shaping the text costs: elide (and measure again) only when it does not fit
+            text = metrics.elidedText(text, Qt.TextElideMode.ElideRight, room)
+            advance = metrics.horizontalAdvance(text)
+        width, height = advance + 20, metrics.height() + 10
         x = self.width() - width - 10 if right else 10
         box = QRectF(x, 10, width, height)
         painter.setPen(Qt.PenStyle.NoPen)
