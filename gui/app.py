@@ -964,6 +964,7 @@ class MainWindow(QMainWindow):
 
     def _on_source_opened(self, description: str, kind: str = "") -> None:
         self._source_trouble = None
+        self._frames_on_arrival()  # a reopened or another source: its first frames are shown as they come
         self.video.set_message(None)
         self.status_labels["source"].setText(description)
         self._set_folder_controls(kind == "folder")
@@ -977,6 +978,7 @@ class MainWindow(QMainWindow):
 
     def _on_source_trouble(self, message: str, _delay: float) -> None:
         self._source_trouble = message
+        self._frames_on_arrival()
         self.video.set_message(message)
         self._clear_prediction("the source is not delivering frames")
         self.statusBar().showMessage(message, 10000)
