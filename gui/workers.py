@@ -1,7 +1,7 @@
 """Capture and inference off the UI thread.
 
     capture thread --put--> LatestFrame (a lock + one reference) --wait_newer--> inference thread --signal--> UI
-                                  `--latest()--> UI display timer
+                                  `--frameReady (while the model does not keep up) --latest()--> UI
 
 A newer frame overwrites an older one nobody has read yet: a slow model drops frames, it never queues
 them. Both workers follow Qt's Mandelbrot example: a request (new source, new model) is kept as "the
