@@ -829,10 +829,10 @@ class MainWindow(QMainWindow):
                 and self.video.prediction is not None:
             self._show(self.last_result, smooth=False)
 
-    def _pace_frames(self, result: InferenceResult) -> None:
+    def _pace_frames(self, result: InferenceResult, rate: float | None = None) -> None:
         """Frames come with their results while the model takes under KEEP_UP_SHARE of the frame interval of a
         flowing source; else (a slow model, a slow source) each frame is shown as it arrives (frameReady)."""
-        rate = self.capture.meter.rate()
+        rate = self.capture.meter.rate() if rate is None else rate
         took_ms = max(self.inference.latency_ms, result.latency_ms)
         self.capture.notify_frames = not (rate >= FLOWING_FPS and took_ms < KEEP_UP_SHARE * 1000.0 / rate)
 
@@ -840,7 +840,8 @@ class MainWindow(QMainWindow):
         """Show each frame as it comes until results show the (new) model keeps up with the (new) source."""
         self.capture.notify_frames = True
 
-    def _show(self, result: InferenceResult, smooth: bool = True, with_frame: bool = False) -> None:
+    def _show(self, result: InferenceResult, smooth: bool = True, with_frame: bool = False,
+              rate: float | None = None) -> None:
         prediction = result.prediction
         if smooth:
             if result.frame.kind in STILL_KINDS:
@@ -851,7 +852,7 @@ class MainWindow(QMainWindow):
         shown = shown_prediction(prediction, probabilities, result.model.labels, self.threshold)
         # a live source brings the next frame within ~1/FLOWING_FPS s: the label is drawn with it, one paint a frame
         flowing = result.frame.kind not in STILL_KINDS and not self.capture.paused \
-            and self.capture.meter.rate() >= FLOWING_FPS
+            and (self.capture.meter.rate() if rate is None else rate) >= FLOWING_FPS
         self.video.set_prediction(shown, with_next_frame=flowing and not with_frame)
         self.topk.set_prediction(shown)
 
@@ -893,8 +894,9 @@ class MainWindow(QMainWindow):
         with_frame = result.frame.seq > self.shown_seq
         if with_frame:
             self._show_frame(result.frame)
-        self._show(result, with_frame=with_frame)
-        self._pace_frames(result)
+        rate = self.capture.meter.rate()  # once per result: both decisions below read it
+        self._show(result, with_frame=with_frame, rate=rate)
+        self._pace_frames(result, rate)
         if result.blocks is not None:
             self.last_probe = result
             self.block_panel.set_blocks(result.blocks)
