@@ -58,7 +58,8 @@ from .workers import source_factory as make_source_factory
 
 KEEP_UP_SHARE = 0.25  # a model whose run takes under this share of the frame interval brings frames with results
 FLOWING_FPS = 10.0  # a source delivering at least this often gets its predictions drawn with its next frame
-WATCH_MS = 250  # how often the UI checks that the source still delivers (frames themselves arrive by signal)
+WATCH_MS = 250  # a source silent this long is checked on (each shown frame restarts the watch timer)
+STATUS_MS = 500  # the status box's figures are refreshed this often
 PRECISIONS = ("fp32", "int8")
 SETTINGS_ENV = "RESNET_EDGE_SETTINGS"  # an .ini file to keep the app's settings in instead of the user's
 WANTED_SIZE = QSize(1400, 900)  # the window's size where the screen has room for it
@@ -240,9 +241,13 @@ class MainWindow(QMainWindow):
         self.model_check.start()
         # The capture thread says when a frame is in the slot (a queued signal), so the UI thread wakes once per
         # frame; a timer polling often enough not to skip frames woke it three times as often (each wake-up costs
-        # CPU, benchmarks/gui_pipeline.py). The slow watch timer notices a camera that went silent.
+        # CPU, benchmarks/gui_pipeline.py). Neither timer below fires while frames flow: each shown frame restarts
+        # the watch timer, and the status box is refreshed with a result (painted in that frame's pass); they
+        # fire when the source goes silent, to say so.
         self.watch_timer = QTimer(self, interval=WATCH_MS, timeout=self._watch_source)
-        self.status_timer = QTimer(self, interval=500, timeout=self._refresh_status)
+        # twice the refresh interval: a result due at STATUS_MS comes well before it fires
+        self.status_timer = QTimer(self, interval=2 * STATUS_MS, timeout=self._refresh_status)
+        self._status_due = 0.0  # time.monotonic() when a result next refreshes the status box
         self.watch_timer.start()
         self.status_timer.start()
 
@@ -905,6 +910,8 @@ class MainWindow(QMainWindow):
             self._show_cam(result)
         if self.recorder is not None:
             self.recorder.write(result)
+        if time.monotonic() >= self._status_due:
+            self._refresh_status()
 
     def _on_check_passed(self, request_id: int, path: Path, provider: str) -> None:
         if request_id == self._model_request and not self._closed:
@@ -1013,14 +1020,18 @@ class MainWindow(QMainWindow):
 
     # --- timers -----------------------------------------------------------------------------------
 
-    def _refresh_frame(self) -> None:
+    def _refresh_frame(self) -> bool:
         """Show the slot's frame if it is new (the capture thread's frameReady, and the watch timer)."""
         frame = self.slot.latest()
         if frame is not None and frame.seq != self.shown_seq and frame.opening > self._switch_opening:
             self._show_frame(frame)
+            return True
+        return False
 
     def _show_frame(self, frame: CapturedFrame) -> None:
         self.shown_seq = frame.seq
+        if not self._closed:
+            self.watch_timer.start()  # restarted: it fires only after WATCH_MS without a frame
         self.video.set_frame(frame.image)
         if self.working_spec != self.source_spec:
             self.working_spec = self.source_spec  # it delivered: a later failure comes back here
@@ -1032,7 +1043,8 @@ class MainWindow(QMainWindow):
             self._update_region()
 
     def _watch_source(self) -> None:
-        self._refresh_frame()  # a frame whose signal was not delivered yet is shown anyway
+        if self._refresh_frame():  # a frame no result brought and no signal announced: the model stopped keeping up
+            self._frames_on_arrival()
         if self.video.label_pending:  # the frame it waited for did not come
             self.video.flush_label()
         # a camera whose read() hangs cannot tell us itself: notice the silence here
@@ -1045,6 +1057,9 @@ class MainWindow(QMainWindow):
         self.video.set_message(message)
 
     def _refresh_status(self) -> None:
+        self._status_due = time.monotonic() + STATUS_MS / 1000
+        if not self._closed:
+            self.status_timer.start()  # restarted: while results come, they refresh the box and the timer waits
         labels = self.status_labels
         labels["capture"].setText(f"{self.capture.meter.rate():.1f} fps" + ("  (paused)" if self.capture.paused else ""))
         labels["inference"].setText(f"{self.inference.meter.rate():.1f} fps")

@@ -425,15 +425,18 @@ class CaptureLoop:
             self._failures = 0
             self._seq += 1
             captured = CapturedFrame(self._seq, frame.id, np.ascontiguousarray(image), now, source.kind, self.opens)
-            self.slot.put(captured)
             self.events.published(captured)
             self.frames += 1
             self.last_frame_time = now
+            delay = 0.0
             if interval:
                 due += interval
                 delay = due - time.monotonic()
-                if delay > 0:
-                    self._wait(delay)
-                else:
+                if delay <= 0:
                     due = time.monotonic()  # fell behind: carry on from now rather than burst
+            # published last, just before this thread sleeps: the consumer it wakes finds the interpreter free
+            # rather than waiting for this thread's bookkeeping (each such wait is one more thread switch)
+            self.slot.put(captured)
+            if delay > 0:
+                self._wait(delay)
         return delivered, None

@@ -16,8 +16,10 @@ pixels wherever it runs. Two steps, split so training can augment in between:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from collections.abc import Sequence
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -243,40 +245,65 @@ def resample(frame: np.ndarray, g: Geometry) -> np.ndarray:
     if _AREA_FROM_SCALE <= min(scale_x, scale_y) < 1.0 and max(scale_x, scale_y) <= 1.0:
         resized = cv2.resize(frame, (g.resized_w, g.resized_h), interpolation=cv2.INTER_AREA)
         return resized[g.top : g.top + g.out_h, g.left : g.left + g.out_w]
-    # Shrinking, PIL widens its triangle to 1/scale source pixels. Here: only the source rows and columns the
-    # window needs; when shrinking more than 8x, first an exact k x k box average (INTER_AREA at a whole factor,
-    # one pass over the pixels, so a 1080p frame to 32x32 costs no 70-tap filter); then a triangle blur of half
-    # width sqrt(1/scale^2 - 0.5) (PIL's width less part of what the bilinear taps and the box smooth
-    # themselves; 0.5 measured closest), and a bilinear warp at PIL's exact sample positions,
-    # (top + j + 0.5) / scale - 0.5 in source pixels.
+    plan = _warp_plan(frame_h, frame_w, g)  # the same for every frame of a source: worked out once
+    y0, y1, x0, x1 = plan.window
+    region = frame[y0:y1, x0:x1]
+    if plan.reduced is not None:
+        region = cv2.resize(region, plan.reduced, interpolation=cv2.INTER_AREA)
+    if plan.kernels is not None:
+        region = cv2.sepFilter2D(region, -1, plan.kernels[1], plan.kernels[0], borderType=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(region, plan.matrix, (g.out_w, g.out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+@dataclass(frozen=True)
+class _WarpPlan:
+    window: tuple[int, int, int, int]  # y0, y1, x0, x1: the source pixels the output needs
+    reduced: tuple[int, int] | None  # (width, height) after the k x k box average, None: no box
+    kernels: tuple[np.ndarray, np.ndarray] | None  # (vertical, horizontal) triangle taps, None: no blur
+    matrix: np.ndarray  # the bilinear warp's inverse map
+
+
+@lru_cache(maxsize=64)
+def _warp_plan(frame_h: int, frame_w: int, g: Geometry) -> _WarpPlan:
+    """How ``resample`` shrinks a frame of this size strongly (below a scale of 0.75) or grows it.
+
+    Shrinking, PIL widens its triangle to 1/scale source pixels. Here: only the source rows and columns the
+    window needs; when shrinking more than 8x, first an exact k x k box average (INTER_AREA at a whole factor,
+    one pass over the pixels, so a 1080p frame to 32x32 costs no 70-tap filter); then a triangle blur of half
+    width sqrt(1/scale^2 - 0.5) (PIL's width less part of what the bilinear taps and the box smooth
+    themselves; 0.5 measured closest), and a bilinear warp at PIL's exact sample positions,
+    (top + j + 0.5) / scale - 0.5 in source pixels."""
+    scale_y, scale_x = g.resized_h / frame_h, g.resized_w / frame_w
     first_y = (g.top + 0.5) / scale_y - 0.5
     first_x = (g.left + 0.5) / scale_x - 0.5
     factors = [max(1, int(0.5 / s)) if s < 0.125 else 1 for s in (scale_y, scale_x)]
-    reach = [int(np.ceil(1.0 / s)) + 2 * k + 2 if s < 1.0 else 2 for s, k in zip((scale_y, scale_x), factors)]
-    y0 = max(0, int(np.floor(first_y)) - reach[0])
-    y1 = min(frame_h, int(np.ceil(first_y + (g.out_h - 1) / scale_y)) + reach[0] + 1)
-    x0 = max(0, int(np.floor(first_x)) - reach[1])
-    x1 = min(frame_w, int(np.ceil(first_x + (g.out_w - 1) / scale_x)) + reach[1] + 1)
+    reach = [math.ceil(1.0 / s) + 2 * k + 2 if s < 1.0 else 2 for s, k in zip((scale_y, scale_x), factors)]
+    y0 = max(0, math.floor(first_y) - reach[0])
+    y1 = min(frame_h, math.ceil(first_y + (g.out_h - 1) / scale_y) + reach[0] + 1)
+    x0 = max(0, math.floor(first_x) - reach[1])
+    x1 = min(frame_w, math.ceil(first_x + (g.out_w - 1) / scale_x) + reach[1] + 1)
     ky, kx = factors
     y1, x1 = y0 + max(1, (y1 - y0) // ky) * ky, x0 + max(1, (x1 - x0) // kx) * kx  # whole boxes
     y1, x1 = min(y1, frame_h), min(x1, frame_w)
-    region = frame[y0:y1, x0:x1]
-    if ky > 1 or kx > 1:  # box k: reduced pixel i is the mean of source pixels y0 + i k .. y0 + i k + k - 1
-        region = cv2.resize(region, ((x1 - x0) // kx, (y1 - y0) // ky), interpolation=cv2.INTER_AREA)
+    # box k: reduced pixel i is the mean of source pixels y0 + i k .. y0 + i k + k - 1
+    reduced = ((x1 - x0) // kx, (y1 - y0) // ky) if ky > 1 or kx > 1 else None
     # in the (reduced) region's pixels: where the first sample lies, and the step between samples
     start_y, start_x = (first_y - y0 - (ky - 1) / 2) / ky, (first_x - x0 - (kx - 1) / 2) / kx
     step_y, step_x = 1.0 / (scale_y * ky), 1.0 / (scale_x * kx)
     # variances (in px^2 of the reduced region): PIL's triangle step^2 / 6 = ours (half^2 / 6) + the box's
     # (1 - 1/k^2) / 12 + about 1/12 of the bilinear taps (measured)
-    half = [np.sqrt(max(0.0, step**2 - 0.5 - (1.0 - 1.0 / k**2) / 2)) if step > 1.0 else 0.0
+    half = [math.sqrt(max(0.0, step**2 - 0.5 - (1.0 - 1.0 / k**2) / 2)) if step > 1.0 else 0.0
             for step, k in ((step_y, ky), (step_x, kx))]
+    kernels = None
     if half[0] > 1.0 or half[1] > 1.0:
-        kernel_y = _triangle(half[0]) if half[0] > 1.0 else np.ones(1, np.float32)
-        kernel_x = _triangle(half[1]) if half[1] > 1.0 else np.ones(1, np.float32)
-        region = cv2.sepFilter2D(region, -1, kernel_x, kernel_y, borderType=cv2.BORDER_REPLICATE)
+        kernels = (_triangle(half[0]) if half[0] > 1.0 else np.ones(1, np.float32),
+                   _triangle(half[1]) if half[1] > 1.0 else np.ones(1, np.float32))
+        for kernel in kernels:
+            kernel.flags.writeable = False  # shared by every frame that uses this plan
     matrix = np.array([[step_x, 0.0, start_x], [0.0, step_y, start_y]])
-    return cv2.warpAffine(region, matrix, (g.out_w, g.out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
+    matrix.flags.writeable = False
+    return _WarpPlan((y0, y1, x0, x1), reduced, kernels, matrix)
 
 
 def fit_frame(frame: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

@@ -31,6 +31,8 @@ def printable(text: object, limit: int = MAX_PRINTED) -> str:
     are cut to ``limit`` characters with an ellipsis."""
     text = str(text)
     cut = len(text) > limit
+    if not cut and text.isascii() and text.isprintable():  # the common case (a label, a file name), checked in C
+        return text
     out = []
     for char in text[:limit] if cut else text:
         code = ord(char)

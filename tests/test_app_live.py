@@ -505,3 +505,78 @@ def test_the_frame_slot_calls_back_after_each_frame():
     for seq in (1, 2):
         slot.put(CapturedFrame(seq, f"frame {seq}", np.zeros((2, 2, 3), np.uint8), 0.0))
     assert calls == [1, 2]
+
+
+def test_timers_stay_quiet_while_frames_flow_and_speak_when_they_stop(qtbot, make_window):
+    """Each wake-up of the UI thread costs CPU: while frames flow, the watch, status and top-5 timers do not fire
+    (the status box and the bars are refreshed with results, in the frame's paint); when the source stops, the
+    watch timer checks on it again."""
+    window = make_window()
+    wait_results(qtbot, window, 3)
+    qtbot.waitUntil(lambda: not window.capture.notify_frames, timeout=WAIT_MS)
+    fired = {"watch": 0, "status": 0, "bars": 0}
+    for name, timer in (("watch", window.watch_timer), ("status", window.status_timer), ("bars", window.topk._repaint)):
+        timer.timeout.connect(lambda name=name: fired.__setitem__(name, fired[name] + 1))
+    status_before, frames_before = window._status_due, window.video.frames_shown
+    qtbot.wait(1500)
+    assert window.video.frames_shown >= frames_before + 20  # frames did flow
+    assert window._status_due > status_before + 0.4  # the status box was refreshed by results...
+    assert fired == {"watch": 0, "status": 0, "bars": 0}  # ...and no timer woke the UI thread
+    window.set_paused(True)
+    qtbot.waitUntil(lambda: fired["watch"] >= 2, timeout=WAIT_MS)  # no frames: the watch is back
+
+
+def test_a_frame_no_result_brought_puts_frames_back_on_arrival(qtbot, make_window):
+    """A model that stops keeping up (or hangs) while frames were coming with results: the watch timer finds a frame
+    nobody showed, shows it and has the capture thread announce frames again."""
+    from resnet_edge.capture import CapturedFrame
+
+    window = make_window()
+    wait_results(qtbot, window, 3)
+    qtbot.waitUntil(lambda: not window.capture.notify_frames, timeout=WAIT_MS)
+    window.set_paused(True)
+    qtbot.wait(100)
+    latest = window.slot.latest()
+    window.capture.notify_frames = False  # as while results bring the frames
+    window.slot.put(CapturedFrame(latest.seq + 1000, "held back", latest.image.copy(), latest.time, latest.kind,
+                                  latest.opening))
+    assert window.shown_seq != latest.seq + 1000
+    window._watch_source()
+    assert window.shown_seq == latest.seq + 1000 and window.capture.notify_frames
+
+
+def test_the_bars_are_redrawn_with_results_not_on_a_timer_of_their_own(qtbot):
+    from resnet_edge_gui.widgets.topk import LATE_MS, REPAINT_S, TopKBars
+
+    bars = TopKBars()
+    qtbot.addWidget(bars)
+    prediction = top_k(np.array([[2.0, 1.0, 0.5]], np.float32), ["cat", "dog", "cup"], 3)[0]
+    bars.set_prediction(prediction)  # the first: drawn at once
+    assert not bars._repaint.isActive()
+    bars.set_prediction(prediction)  # within REPAINT_S: only the late timer, in case no other comes
+    assert bars._repaint.isActive() and bars._repaint.interval() == LATE_MS
+    bars._requested -= REPAINT_S  # the next result falls due: drawn with it, the timer stopped
+    bars.set_prediction(prediction)
+    assert not bars._repaint.isActive()
+    bars.set_prediction(prediction)
+    bars.set_prediction(None)  # a cleared prediction goes at once
+    assert not bars._repaint.isActive() and bars.prediction is None
+
+
+def test_the_video_fills_only_the_bands_around_the_frame(qtbot):
+    from PySide6.QtGui import QImage
+    from resnet_edge_gui.widgets.video import BACKGROUND, VideoView
+
+    view = VideoView()
+    qtbot.addWidget(view)
+    view.resize(400, 400)
+    view.set_frame(np.full((100, 200, 3), (0, 200, 0), np.uint8))  # 2:1 -> 400x200, bands above and below
+    image = QImage(400, 400, QImage.Format.Format_RGB32)
+    image.fill(0xFF0000FF)  # blue: anything left unpainted shows
+    view.render(image)
+    target = view.image_rect()
+    assert (target.top(), target.height()) == (100, 200)
+    for y in (0, 50, 99, 300, 399):  # the bands
+        assert image.pixelColor(200, y) == BACKGROUND
+    for y in (101, 200, 298):  # the frame
+        assert image.pixelColor(200, y).green() == 200 and image.pixelColor(200, y).blue() == 0

@@ -85,3 +85,21 @@ def test_a_file_without_form_keeps_the_old_panel(qtbot, r20_probed):
     blocks = [replace(b, form=None) for b in _probe(r20_probed)]  # as a file exported before "form" existed
     panel = _shown(qtbot, blocks)
     assert panel.form is None and not panel.shows_identity and "does not name its form" in panel.caption
+
+
+def test_tiles_are_coloured_in_one_pass_as_they_were_one_by_one(qtbot):
+    """The panel colours its maps per shape in one numpy pass, as RGB32 (drawn without a conversion): the same
+    colours as colouring each map alone, NaN and infinity included."""
+    import numpy as np
+
+    from resnet_edge_gui.widgets.colormap import colorize, colorized_images, gradient, rgb_to_qimage, VIRIDIS
+
+    rng = np.random.default_rng(0)
+    maps = [rng.random((8, 8)).astype(np.float32) * 3, rng.random((16, 16)).astype(np.float32), rng.random((8, 8))]
+    maps[0][0, 0], maps[1][0, 0] = np.nan, np.inf
+    highs = [2.0, 0.0, 5.0]
+    for values, high, image in zip(maps, highs, colorized_images(maps, highs)):
+        alone = rgb_to_qimage(colorize(values, 0.0, high))
+        assert image.size() == alone.size()
+        assert all(image.pixel(x, y) == alone.pixel(x, y) for y in range(image.height()) for x in range(image.width()))
+    assert gradient(VIRIDIS, 12, 100) is gradient(VIRIDIS, 12, 100)  # the colour bar is made once per size

@@ -169,3 +169,30 @@ def test_probes_match_a_probe_free_session_and_are_not_run_per_frame(r20_probed,
     assert np.allclose(plain.logits, fast.logits, atol=1e-4)
     with pytest.raises(UserError, match="without probes"):
         Classifier.load(r20_plain_export, provider="cpu").probe(frame)
+
+
+def test_one_watchdog_thread_ends_runs_past_their_limit_and_starts_no_thread_per_run():
+    import threading
+    import time
+
+    from resnet_edge.runtime import RunWatchdog
+
+    watchdog = RunWatchdog()
+    ended = []
+    started = time.monotonic()
+    watchdog.watch("slow run", 0.3, lambda: ended.append(("slow run", time.monotonic() - started)))
+    threads = threading.active_count()
+    for index in range(50):  # fast runs: registered and forgotten, no thread each, never ended
+        watchdog.watch(index, 0.3, lambda index=index: ended.append((index, 0.0)))
+        watchdog.forget(index)
+    assert threading.active_count() == threads
+    deadline = time.monotonic() + 5
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [name for name, _ in ended] == ["slow run"] and 0.3 <= ended[0][1] < 2.0
+    started = time.monotonic()  # a shorter limit than any before wakes the sleeping thread
+    watchdog.watch("short", 0.05, lambda: ended.append(("short", time.monotonic() - started)))
+    deadline = time.monotonic() + 5
+    while len(ended) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ended[1][0] == "short" and 0.05 <= ended[1][1] < 0.25

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from resnet_edge.runtime import BlockActivation
 
-from .colormap import DIVERGING, VIRIDIS, colorize, gradient, rgb_to_qimage, rgba_to_qimage
+from .colormap import DIVERGING, VIRIDIS, colorize, colorized_images, gradient, rgba_to_qimage
 
 LEFT = 70  # row labels
 RIGHT = 62  # colour bar
@@ -118,8 +118,9 @@ class BlockPanel(QWidget):
         self.form = blocks[0].form if blocks else None
         self.caption = caption_for(self.form)
         self.identity_gaps = [block.identity_gap for block in blocks]
-        self._tiles = [(rgb_to_qimage(colorize(s.x_map, 0.0, self.stage_max[s.stage])),
-                        rgb_to_qimage(colorize(s.f_map, 0.0, self.stage_max[s.stage]))) for s in self.summaries]
+        maps = [m for s in self.summaries for m in (s.x_map, s.f_map)]
+        images = colorized_images(maps, [self.stage_max[s.stage] for s in self.summaries for _ in range(2)])
+        self._tiles = list(zip(images[0::2], images[1::2]))
         if names_changed:  # another model: the old selection means nothing
             self.selected = None
         self.updates += 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from functools import lru_cache
+
 import numpy as np
 from PySide6.QtGui import QImage
 
@@ -32,10 +35,47 @@ def colorize(values: np.ndarray, low: float, high: float, lut: np.ndarray = VIRI
     return lut[np.clip(scaled * 255.0 + 0.5, 0, 255).astype(np.uint8)]
 
 
+def colorized_images(maps: list[np.ndarray], highs: list[float], lut: np.ndarray = VIRIDIS) -> list[QImage]:
+    """2-D maps -> QImages coloured from 0..high each, made as Qt's RGB32 where the byte order allows (drawn
+    without a conversion at every paint). Maps of one shape are coloured in one numpy pass."""
+    images: list[QImage | None] = [None] * len(maps)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, values in enumerate(maps):
+        by_shape.setdefault(np.shape(values), []).append(index)
+    for indices in by_shape.values():
+        stack = np.stack([np.asarray(maps[i], dtype=np.float32) for i in indices])
+        spans = np.array([highs[i] if highs[i] > 0 else 1.0 for i in indices], np.float32).reshape(-1, 1, 1)
+        coloured = colorize_stack(stack, spans, lut)
+        for position, index in enumerate(indices):
+            images[index] = rgb_to_qimage(coloured[position])
+    return images  # type: ignore[return-value]
+
+
+def colorize_stack(stack: np.ndarray, highs: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """(N, H, W) values, 0..high per map (broadcast) -> (N, H, W, 3) RGB; or BGRA (Qt's RGB32) on little-endian
+    machines, which rgb_to_qimage then wraps as RGB32."""
+    scaled = np.nan_to_num(stack / highs, nan=0.0, posinf=1.0, neginf=0.0)
+    index = np.clip(scaled * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return (_bgra(lut) if sys.byteorder == "little" else lut)[index]
+
+
+@lru_cache(maxsize=8)
+def _bgra_table(key: bytes) -> np.ndarray:
+    rgb = np.frombuffer(key, np.uint8).reshape(256, 3)
+    return np.concatenate([rgb[:, ::-1], np.full((256, 1), 255, np.uint8)], axis=1)
+
+
+def _bgra(lut: np.ndarray) -> np.ndarray:
+    return _bgra_table(np.ascontiguousarray(lut, np.uint8).tobytes())
+
+
 def rgb_to_qimage(rgb: np.ndarray) -> QImage:
-    """(H, W, 3) uint8 RGB -> a QImage that owns a copy of the pixels."""
+    """(H, W, 3) uint8 RGB (or (H, W, 4) BGRA bytes: Qt's RGB32 on little-endian machines) -> a QImage that owns
+    a copy of the pixels."""
     rgb = np.ascontiguousarray(rgb)
     height, width = rgb.shape[:2]
+    if rgb.ndim == 3 and rgb.shape[2] == 4:
+        return QImage(rgb.data, width, height, 4 * width, QImage.Format.Format_RGB32).copy()
     return QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
 
 
@@ -60,7 +100,14 @@ def bgr_to_qimage(image: np.ndarray) -> QImage:
 
 
 def gradient(lut: np.ndarray, width: int, height: int, vertical: bool = True) -> QImage:
-    """The table as a colour bar: high values at the top (vertical) or right."""
+    """The table as a colour bar: high values at the top (vertical) or right (made once per size)."""
+    return _gradient(np.ascontiguousarray(lut, np.uint8).tobytes(), width, height, vertical)
+
+
+@lru_cache(maxsize=16)
+def _gradient(key: bytes, width: int, height: int, vertical: bool) -> QImage:
+    lut = np.frombuffer(key, np.uint8).reshape(256, 3)
+    lut = _bgra(lut) if sys.byteorder == "little" else lut  # RGB32: drawn without a conversion
     ramp = lut[::-1] if vertical else lut
     strip = ramp[:, None, :] if vertical else ramp[None, :, :]
     image = rgb_to_qimage(strip)

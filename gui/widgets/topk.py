@@ -6,6 +6,7 @@ Takes a runtime Prediction or a ShownPrediction (gui/confidence.py: smoothed, wi
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer
@@ -15,8 +16,14 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 from resnet_edge.safety import printable
 
 ROW_HEIGHT = 24
-REPAINT_MS = 100  # bars redrawn at most 10 times a second: 30 repaints a second cost CPU and read no better
+REPAINT_S = 0.1  # bars redrawn at most 10 times a second: 30 repaints a second cost CPU and read no better
+LATE_MS = 250  # a prediction that came between redraws is drawn by then when no later one comes
 HEADING = 20  # the "not sure" / "sure" line above the bars
+# PySide6's flags are Python enums: combining them costs a few microseconds, once here rather than per row
+RIGHT_MIDDLE = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+LEFT_MIDDLE = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+TRACK = QColor(128, 128, 128, 50)
+BEST, OTHERS, GREY, ORANGE = QColor(46, 134, 222), QColor(120, 160, 200), QColor(150, 150, 150), QColor(200, 120, 0)
 
 
 class TopKBars(QWidget):
@@ -25,7 +32,8 @@ class TopKBars(QWidget):
         self.k = k
         self.prediction: Any = None
         self.placeholder = "no prediction yet"  # shown without a prediction (e.g. "source not delivering")
-        self._repaint = QTimer(self, singleShot=True, interval=REPAINT_MS, timeout=self.update)
+        self._repaint = QTimer(self, singleShot=True, interval=LATE_MS, timeout=self.update)
+        self._requested = float("-inf")  # when a redraw was last asked for (time.monotonic)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setMinimumHeight(self.k * ROW_HEIGHT + 8 + HEADING)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)  # paintEvent fills it: the group box is not redrawn
@@ -37,8 +45,15 @@ class TopKBars(QWidget):
         self.prediction = prediction
         if placeholder is not None:
             self.placeholder = placeholder
-        if prediction is None:
-            self.update()  # a cleared prediction goes at once: never a stale one on screen
+        now = time.monotonic()
+        # A cleared prediction goes at once (never a stale one on screen); otherwise a redraw is asked for
+        # with the result that falls due, so it is painted in the same pass as that result's frame rather than
+        # on a timer of its own, which would wake the UI thread ten more times a second. The timer only catches
+        # the last prediction when no later one comes.
+        if prediction is None or now - self._requested >= REPAINT_S:
+            self._requested = now
+            self._repaint.stop()
+            self.update()
         elif not self._repaint.isActive():
             self._repaint.start()
 
@@ -78,30 +93,28 @@ class TopKBars(QWidget):
         value_width = metrics.horizontalAdvance("100.0 %") + 6
         bar_width = max(10, self.width() - label_width - value_width - 8)
         heading = self.heading()
+        text_pen = self.palette().color(self.foregroundRole())
         if heading:
-            painter.setPen(QColor(200, 120, 0) if self.unsure else self.palette().color(self.foregroundRole()))
-            painter.drawText(QRectF(4, 0, self.width() - 8, HEADING), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+            painter.setPen(ORANGE if self.unsure else text_pen)
+            painter.drawText(QRectF(4, 0, self.width() - 8, HEADING), LEFT_MIDDLE,
                              painter.fontMetrics().elidedText(heading, Qt.TextElideMode.ElideRight, self.width() - 8))
         grey = self.unsure
         for row, (label, probability) in enumerate(rows):
             top = HEADING + 4 + row * ROW_HEIGHT
-            text_pen = self.palette().color(self.foregroundRole())
             painter.setPen(text_pen)
-            painter.drawText(QRectF(0, top, label_width - 4, ROW_HEIGHT - 4),
-                             Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, label)
+            painter.drawText(QRectF(0, top, label_width - 4, ROW_HEIGHT - 4), RIGHT_MIDDLE, label)
             track = QRectF(label_width, top + 3, bar_width, ROW_HEIGHT - 10)
             painter.setPen(Qt.PenStyle.NoPen)
-            painter.setBrush(QColor(128, 128, 128, 50))
+            painter.setBrush(TRACK)
             painter.drawRoundedRect(track, 3, 3)
-            colour = QColor(46, 134, 222) if row == 0 else QColor(120, 160, 200)
-            painter.setBrush(QColor(150, 150, 150) if grey else colour)
+            painter.setBrush(GREY if grey else BEST if row == 0 else OTHERS)
             painter.drawRoundedRect(QRectF(track.left(), track.top(), max(2.0, bar_width * probability), track.height()), 3, 3)
             painter.setPen(text_pen)
-            painter.drawText(QRectF(label_width + bar_width + 4, top, value_width, ROW_HEIGHT - 4),
-                             Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, f"{probability * 100:.1f} %")
+            painter.drawText(QRectF(label_width + bar_width + 4, top, value_width, ROW_HEIGHT - 4), LEFT_MIDDLE,
+                             f"{probability * 100:.1f} %")
         threshold = getattr(self.prediction, "threshold", None)
         if threshold is not None:  # the "not sure" line across the bars
             x = label_width + bar_width * threshold
-            painter.setPen(QPen(QColor(200, 120, 0), 1, Qt.PenStyle.DashLine))
+            painter.setPen(QPen(ORANGE, 1, Qt.PenStyle.DashLine))
             painter.drawLine(QPointF(x, HEADING + 2), QPointF(x, HEADING + 4 + len(rows) * ROW_HEIGHT))
         painter.end()

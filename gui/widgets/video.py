@@ -13,7 +13,7 @@ import sys
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QRect, QRectF, QSize, Qt
+from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -23,6 +23,9 @@ from .colormap import bgr_to_qimage, make_lut
 # a "jet"-like table for the activation map: blue (little evidence) to red (most)
 CAM_LUT = make_lut([(0, 0, 143), (0, 0, 255), (0, 255, 255), (255, 255, 0), (255, 0, 0), (128, 0, 0)])
 UNSURE_COLOUR = QColor(120, 120, 120)
+BACKGROUND = QColor(24, 24, 24)
+TAG_BACKGROUND = QColor(0, 0, 0, 160)
+WHITE = QColor(255, 255, 255)
 
 
 def cam_rgba(heat: np.ndarray, opacity: float) -> np.ndarray:
@@ -156,16 +159,18 @@ class VideoView(QWidget):
     def paintEvent(self, event: QPaintEvent) -> None:
         self.label_pending = False
         painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(24, 24, 24))
+        target = self.image_rect() if self.image is not None else None
+        self._fill_around(painter, target)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        if self.image is not None:
-            target = self.image_rect()
+        if target is not None:
             # smooth (bilinear) scaling of every frame keeps Qt's thread pool busy at every paint; a live
             # frame shown near its own size looks the same without it, a small picture blown up needs it
             upscaled = target.width() > 1.5 * self.image.width()
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, upscaled or self.smooth)
             painter.drawImage(target, self.image)
-            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+            # the map below is drawn at its own size: with SmoothPixmapTransform on, Qt would still send that
+            # unscaled blend through its transform path and its thread pool, waking two threads every frame
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
             region = self.region_rect()
             if region is not None and self.cam is not None:
                 size = region.toRect().size()
@@ -186,6 +191,20 @@ class VideoView(QWidget):
         if self.message:
             self._draw_banner(painter, self.message)
         painter.end()
+
+    def _fill_around(self, painter: QPainter, target: QRectF | None) -> None:
+        """The background: only the bands the frame leaves (filling the whole widget first would write every
+        pixel twice a frame)."""
+        if target is None:
+            painter.fillRect(self.rect(), BACKGROUND)
+            return
+        inner = target.toAlignedRect().adjusted(1, 1, -1, -1)  # overlaps the frame's fractional edges: no seam
+        width, height = self.width(), self.height()
+        for band in (QRect(0, 0, width, inner.top()), QRect(0, inner.bottom() + 1, width, height - inner.bottom() - 1),
+                     QRect(0, inner.top(), inner.left(), inner.height()),
+                     QRect(inner.right() + 1, inner.top(), width - inner.right() - 1, inner.height())):
+            if band.width() > 0 and band.height() > 0:
+                painter.fillRect(band, BACKGROUND)
 
     @staticmethod
     def _draw_box(painter: QPainter, box: QRect) -> None:
@@ -213,7 +232,7 @@ class VideoView(QWidget):
         text = self.prediction_text()
         if text is not None:
             unsure = bool(getattr(self.prediction, "unsure", False))
-            self._draw_tag(painter, text, right=False, background=UNSURE_COLOUR if unsure else QColor(0, 0, 0, 160))
+            self._draw_tag(painter, text, right=False, background=UNSURE_COLOUR if unsure else TAG_BACKGROUND)
 
     def _tag_font(self) -> tuple[QFont, QFontMetrics]:
         """The label's bold font for this widget height, made once per height (not at every paint)."""
@@ -236,10 +255,11 @@ class VideoView(QWidget):
         x = self.width() - width - 10 if right else 10
         box = QRectF(x, 10, width, height)
         painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(background or QColor(0, 0, 0, 160))
+        painter.setBrush(background or TAG_BACKGROUND)
         painter.drawRoundedRect(box, 6, 6)
-        painter.setPen(QColor(255, 255, 255))
-        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+        painter.setPen(WHITE)
+        # centred in the box by hand: drawing at a point skips the layout pass a rectangle and flags would cost
+        painter.drawText(QPointF(x + 10, 15 + metrics.ascent()), text)
 
     def _draw_caption(self, painter: QPainter, text: str) -> None:
         font = QFont(self.font())
