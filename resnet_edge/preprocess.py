@@ -24,6 +24,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .budgets import PREPROCESS_BUDGET_BYTES
 from .errors import UserError
 
 RESIZE_POLICIES = ("center_crop", "stretch", "letterbox")
@@ -336,8 +337,6 @@ def normalize(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def check_preprocess_budget(spec: PreprocessSpec, batch: int, source: str = "model") -> None:
     """Refuse, before anything is allocated, a batch whose float32 input would go over the preprocessing
     budget (budgets.PREPROCESS_BUDGET_BYTES): metadata input_size 8192 at batch 8 would be 6.4 GB."""
-    from .budgets import PREPROCESS_BUDGET_BYTES
-
     height, width = spec.input_size
     needed = int(batch) * 3 * int(height) * int(width) * 4
     if needed > PREPROCESS_BUDGET_BYTES:

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .budgets import ACTIVATION_BUDGET_BYTES, PREPROCESS_BUDGET_BYTES
 from .errors import UserError, first_line
 from .metadata import ModelContract, form_of
 from .onnxfile import (ModelFileError, OnnxSummary, check_control_flow, check_runtime_opsets, read_model_file,
@@ -75,6 +76,20 @@ class BlockActivation:
     def ratio(self) -> float:
         """||F(x_l)|| / ||x_l||: how large a correction the block adds to what it receives."""
         return float(np.linalg.norm(self.residual) / max(np.linalg.norm(self.x), 1e-12))
+
+
+def _onnxruntime():
+    """The onnxruntime module, imported on first use (this module imports without it) and then kept: an import
+    statement per run went through PySide6's import hook in the app, a few microseconds a frame."""
+    global _ORT
+    if _ORT is None:
+        import onnxruntime
+
+        _ORT = onnxruntime
+    return _ORT
+
+
+_ORT = None
 
 
 class RunCancelled(UserError):
@@ -138,10 +153,11 @@ def top_k(logits: np.ndarray, labels: Sequence[str], k: int = 5, scores: np.ndar
     logits = np.asarray(logits, dtype=np.float32)
     results = []
     for row in logits:
-        finite = bool(np.all(np.isfinite(row)))
+        finite = bool(np.isfinite(row).all())
         probs = softmax(row) if finite else np.full_like(row, np.nan)
-        order = np.argsort(-probs)[: min(k, len(row))] if finite else []
-        top = [(labels[i] if i < len(labels) else str(i), int(i), float(probs[i])) for i in order]
+        order = np.argsort(-probs)[: min(k, len(row))].tolist() if finite else []
+        values = probs.tolist()  # Python floats once, not a numpy scalar per class (this runs per frame)
+        top = [(labels[i] if i < len(labels) else str(i), i, values[i]) for i in order]
         results.append(Prediction(top, probs, row, finite))
     if scores is not None and threshold is not None:
         for prediction, score in zip(results, np.asarray(scores, dtype=np.float64).reshape(-1)):
@@ -278,8 +294,6 @@ class Classifier:
 
     def frames_per_run(self) -> int:
         """How many frames one run may take within the activation and preprocessing budgets."""
-        from .budgets import ACTIVATION_BUDGET_BYTES, PREPROCESS_BUDGET_BYTES
-
         key = (self.contract.preprocess.input_size, self.frame_bytes)
         cached = self._frames_per_run
         if cached is not None and cached[0] == key:  # asked per frame by live loops
@@ -308,9 +322,7 @@ class Classifier:
 
     def _session_run(self, session, names: list[str], feeds: dict):
         """session.run that cancel() and run_timeout_s can end."""
-        import onnxruntime as ort
-
-        options = ort.RunOptions()
+        options = _onnxruntime().RunOptions()
         options.log_severity_level = 4  # an ended run is reported by us, in one line; ORT would log it as an error
         with self._runs_lock:
             self._runs[options] = "cancelled" if self._cancel_later else ""

@@ -7,6 +7,7 @@ delivering), the file name for still images, and any source trouble as a banner.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import sys
@@ -28,13 +29,20 @@ TAG_BACKGROUND = QColor(0, 0, 0, 160)
 WHITE = QColor(255, 255, 255)
 
 
-def cam_rgba(heat: np.ndarray, opacity: float) -> np.ndarray:
-    """0..1 map -> RGBA: colour by value, alpha rising with the evidence so the photo shows through the rest."""
-    index = np.clip(heat * 255 + 0.5, 0, 255).astype(np.uint8)
-    rgba = np.empty(heat.shape + (4,), np.uint8)
-    rgba[..., :3] = CAM_LUT[index]
-    rgba[..., 3] = np.clip(255 * opacity * (0.25 + 0.75 * heat), 0, 255).astype(np.uint8)
-    return rgba
+def _cam_alpha(opacity: float) -> np.ndarray:
+    """Alpha per level of the map: rising with the evidence, never 0 (the map's region stays visible)."""
+    levels = np.arange(256) / 255.0
+    return np.clip(255 * opacity * (0.25 + 0.75 * levels), 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=8)
+def _premultiplied_cam_table(opacity: float) -> np.ndarray:
+    """(256, 4) premultiplied BGRA per level of the map: made once per opacity, so a map costs one lookup."""
+    alpha = _cam_alpha(opacity)
+    bgr = (CAM_LUT[:, ::-1].astype(np.uint16) * alpha[:, None].astype(np.uint16) + 127) // 255
+    table = np.concatenate([bgr.astype(np.uint8), alpha[:, None]], axis=1)
+    table.flags.writeable = False
+    return table
 
 
 def cam_overlay(heat: np.ndarray, opacity: float, width: int, height: int) -> tuple[np.ndarray, QImage]:
@@ -42,11 +50,8 @@ def cam_overlay(heat: np.ndarray, opacity: float, width: int, height: int) -> tu
     format the painter blends without a conversion), made at the map's own size and scaled to (width, height)
     by OpenCV (bilinear; on premultiplied colours, which is how they interpolate correctly). Returns the buffer
     and the QImage that borrows it."""
-    rgba = cam_rgba(heat, opacity)
-    alpha = rgba[..., 3:].astype(np.uint16)
-    small = np.empty_like(rgba)
-    small[..., :3] = (rgba[..., 2::-1].astype(np.uint16) * alpha + 127) // 255  # RGB -> BGR, times alpha
-    small[..., 3] = rgba[..., 3]
+    index = np.clip(heat * 255 + 0.5, 0, 255).astype(np.uint8)
+    small = _premultiplied_cam_table(round(float(opacity), 3))[index]
     bgra = cv2.resize(small, (max(1, width), max(1, height)), interpolation=cv2.INTER_LINEAR)
     image = QImage(bgra.data, bgra.shape[1], bgra.shape[0], 4 * bgra.shape[1], QImage.Format.Format_ARGB32_Premultiplied)
     return bgra, image
@@ -56,6 +61,7 @@ class VideoView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.image: QImage | None = None
+        self._pixels: np.ndarray | None = None  # the BGRA buffer self.image borrows (little-endian BGR frames)
         self.frame_size: tuple[int, int] | None = None  # (H, W) of the frame shown
         self.prediction: Any = None  # a ShownPrediction (gui/confidence.py) or a runtime Prediction
         self.message: str | None = None  # source trouble, shown as a banner until frames come again
@@ -83,12 +89,16 @@ class VideoView(QWidget):
         if frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8 and sys.byteorder == "little":
             # BGRA bytes are Qt's RGB32 on little-endian machines: drawn as a plain blit, where a BGR888 image
             # is converted (in Qt's thread pool) on every paint
-            bgra = cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA)
             height, width = frame.shape[:2]
-            self._pixels = bgra  # the QImage below borrows this buffer
-            self.image = QImage(bgra.data, width, height, 4 * width, QImage.Format.Format_RGB32)
+            pixels = self._pixels
+            if pixels is None or pixels.shape[:2] != (height, width) or self.image is None:
+                pixels = self._pixels = np.empty((height, width, 4), np.uint8)
+                self.image = QImage(pixels.data, width, height, 4 * width, QImage.Format.Format_RGB32)
+            # one buffer and one QImage over it, kept while the size stays: the UI thread converts each frame into
+            # it and paints it before the next (no 1.2 MB allocation and no QImage per frame)
+            cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA, dst=pixels)
         else:
-            self.image = bgr_to_qimage(frame)
+            self.image, self._pixels = bgr_to_qimage(frame), None
         self.frame_size = (int(frame.shape[0]), int(frame.shape[1]))
         self.frames_shown += 1
         self.update()
