@@ -1032,6 +1032,8 @@ class MainWindow(QMainWindow):
         self.shown_seq = frame.seq
         if not self._closed:
             self.watch_timer.start()  # restarted: it fires only after WATCH_MS without a frame
+        if self.video.message is not None and self._source_trouble is None:
+            self.video.set_message(None)  # frames again after a silence the watch reported: the banner goes here
         self.video.set_frame(frame.image)
         if self.working_spec != self.source_spec:
             self.working_spec = self.source_spec  # it delivered: a later failure comes back here
