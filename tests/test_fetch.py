@@ -560,7 +560,11 @@ def test_ctrl_c_during_fetch_exits_130_with_one_line_and_the_rerun_resumes(serve
     presets.write_text(json.dumps([{"name": "slow-net", "arch": "resnet20", "url": url, "sha256": digest}]))
     env = {**os.environ, **fetch_env(tmp_path, presets)}
     server.delay_s = 0.1  # about 12 s for the whole file: a loaded CI machine still interrupts it midway
-    process = subprocess.Popen([sys.executable, "-m", "resnet_edge.cli", "fetch", "slow-net", "--download-only"],
+    # Ctrl-C as a terminal delivers it: a shell's background job inherits SIGINT ignored, so the child puts
+    # Python's own handler back first (else this test would pass or fail with how pytest was started)
+    restore_ctrl_c = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                      "from resnet_edge.cli import main; sys.exit(main())")
+    process = subprocess.Popen([sys.executable, "-c", restore_ctrl_c, "fetch", "slow-net", "--download-only"],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     part = tmp_path / "cache" / "resnet-edge" / "weights" / (url.rsplit("/", 1)[-1] + ".part")
     deadline = time.monotonic() + 60
