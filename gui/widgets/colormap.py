@@ -31,8 +31,13 @@ DIVERGING = make_lut(DIVERGING_ANCHORS)
 def colorize(values: np.ndarray, low: float, high: float, lut: np.ndarray = VIRIDIS) -> np.ndarray:
     """2-D values -> (H, W, 3) uint8 RGB, ``low``..``high`` spread over the table (clipped outside)."""
     span = high - low if high > low else 1.0
-    scaled = np.nan_to_num((np.asarray(values, dtype=np.float32) - low) / span, nan=0.0, posinf=1.0, neginf=0.0)
-    return lut[np.clip(scaled * 255.0 + 0.5, 0, 255).astype(np.uint8)]
+    return lut[_levels((np.asarray(values, dtype=np.float32) - low) / span)]
+
+
+def _levels(scaled: np.ndarray) -> np.ndarray:
+    """0..1 values (NaN as 0, infinities clipped) -> the table's 256 levels."""
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(scaled * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def colorized_images(maps: list[np.ndarray], highs: list[float], lut: np.ndarray = VIRIDIS) -> list[QImage]:
@@ -45,18 +50,20 @@ def colorized_images(maps: list[np.ndarray], highs: list[float], lut: np.ndarray
     for indices in by_shape.values():
         stack = np.stack([np.asarray(maps[i], dtype=np.float32) for i in indices])
         spans = np.array([highs[i] if highs[i] > 0 else 1.0 for i in indices], np.float32).reshape(-1, 1, 1)
-        coloured = colorize_stack(stack, spans, lut)
+        levels = _levels(stack / spans)
         for position, index in enumerate(indices):
-            images[index] = rgb_to_qimage(coloured[position])
+            images[index] = table_image(levels[position], lut)
     return images  # type: ignore[return-value]
 
 
-def colorize_stack(stack: np.ndarray, highs: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """(N, H, W) values, 0..high per map (broadcast) -> (N, H, W, 3) RGB; or BGRA (Qt's RGB32) on little-endian
-    machines, which rgb_to_qimage then wraps as RGB32."""
-    scaled = np.nan_to_num(stack / highs, nan=0.0, posinf=1.0, neginf=0.0)
-    index = np.clip(scaled * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return (_bgra(lut) if sys.byteorder == "little" else lut)[index]
+def table_image(levels: np.ndarray, lut: np.ndarray) -> QImage:
+    """Levels (uint8 indices into ``lut``) -> a QImage that owns its pixels: Qt's RGB32 (BGRA bytes) on
+    little-endian machines, drawn without a conversion at every paint; RGB888 elsewhere."""
+    if sys.byteorder == "little":
+        bgra = np.ascontiguousarray(_bgra(lut)[levels])
+        height, width = bgra.shape[:2]
+        return QImage(bgra.data, width, height, 4 * width, QImage.Format.Format_RGB32).copy()
+    return rgb_to_qimage(lut[levels])
 
 
 @lru_cache(maxsize=8)
@@ -70,12 +77,9 @@ def _bgra(lut: np.ndarray) -> np.ndarray:
 
 
 def rgb_to_qimage(rgb: np.ndarray) -> QImage:
-    """(H, W, 3) uint8 RGB (or (H, W, 4) BGRA bytes: Qt's RGB32 on little-endian machines) -> a QImage that owns
-    a copy of the pixels."""
+    """(H, W, 3) uint8 RGB -> a QImage that owns a copy of the pixels."""
     rgb = np.ascontiguousarray(rgb)
     height, width = rgb.shape[:2]
-    if rgb.ndim == 3 and rgb.shape[2] == 4:
-        return QImage(rgb.data, width, height, 4 * width, QImage.Format.Format_RGB32).copy()
     return QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
 
 
@@ -107,8 +111,6 @@ def gradient(lut: np.ndarray, width: int, height: int, vertical: bool = True) ->
 @lru_cache(maxsize=16)
 def _gradient(key: bytes, width: int, height: int, vertical: bool) -> QImage:
     lut = np.frombuffer(key, np.uint8).reshape(256, 3)
-    lut = _bgra(lut) if sys.byteorder == "little" else lut  # RGB32: drawn without a conversion
-    ramp = lut[::-1] if vertical else lut
-    strip = ramp[:, None, :] if vertical else ramp[None, :, :]
-    image = rgb_to_qimage(strip)
-    return image.scaled(width, height)
+    ramp = np.arange(256, dtype=np.uint8)[::-1] if vertical else np.arange(256, dtype=np.uint8)
+    levels = ramp[:, None] if vertical else ramp[None, :]
+    return table_image(levels, lut).scaled(width, height)
