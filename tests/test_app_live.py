@@ -469,6 +469,45 @@ def test_a_slow_model_leaves_frames_on_arrival_and_draws_its_label_with_the_next
     assert not window.video.label_pending
 
 
+def test_the_label_redraws_a_moving_percentage_ten_times_a_second_and_a_new_class_at_once(qtbot, monkeypatch):
+    from types import SimpleNamespace
+
+    from resnet_edge_gui.widgets import video as video_module
+
+    clock = [100.0]
+    monkeypatch.setattr(video_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    view = video_module.VideoView()
+    qtbot.addWidget(view)
+    view.resize(400, 300)
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_frame(np.full((240, 320, 3), 128, np.uint8))
+
+    def frame(label, probability, unsure=False, flowing=True, step=0.033):
+        clock[0] += step
+        view.set_prediction(SimpleNamespace(label=label, probability=probability, finite=True, unsure=unsure),
+                            with_next_frame=flowing)
+        view.grab()  # a paint, as the next frame's
+        return view.label_shown
+
+    blank = view.grab().toImage()
+    assert frame("cat", 0.932) == "cat  93.2 %"
+    assert view.grab().toImage().pixelColor(14, 20) != blank.pixelColor(14, 20)  # the tag is drawn over the frame
+    assert frame("cat", 0.951) == "cat  93.2 %"  # 33 ms later, the same class: the percentage waits
+    assert view._label_late.isActive()  # ...and is drawn LABEL_LATE_MS after the last result at the latest
+    assert frame("dog", 0.5) == "dog  50.0 %"  # a new class at once
+    assert not view._label_late.isActive()
+    assert frame("dog", 0.2, unsure=True) == "not sure  (maybe dog  20.0 %)"  # "not sure" at once
+    assert frame("dog", 0.6) == "dog  60.0 %"
+    assert frame("dog", 0.62, step=video_module.LABEL_REFRESH_S + 0.001) == "dog  62.0 %"  # due again
+    assert frame("dog", 0.4, flowing=False, step=0.01) == "dog  40.0 %"  # a still image: its own number, at once
+    assert frame("dog", 0.55, step=0.01) == "dog  40.0 %"
+    qtbot.waitUntil(lambda: view.label_shown == "dog  55.0 %", timeout=WAIT_MS)  # no later result came
+    view.set_prediction(None)
+    view.grab()
+    assert view.label_shown is None
+
+
 def test_live_loops_run_small_models_on_one_thread_and_opencv_single_threaded(models_dir, monkeypatch):
     from resnet_edge.classify import classify_source
     from resnet_edge.runtime import LIVE_ONE_THREAD_PIXELS, live_threads

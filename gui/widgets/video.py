@@ -7,14 +7,16 @@ delivering), the file name for still images, and any source trouble as a banner.
 
 from __future__ import annotations
 
+import math
+import sys
+import time
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
-import sys
-
 import cv2
 import numpy as np
-from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt
+from PySide6.QtCore import QPoint, QPointF, QRect, QRectF, QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -27,6 +29,12 @@ UNSURE_COLOUR = QColor(120, 120, 120)
 BACKGROUND = QColor(24, 24, 24)
 TAG_BACKGROUND = QColor(0, 0, 0, 160)
 WHITE = QColor(255, 255, 255)
+# While frames flow, the label's percentage is redrawn at most this often (as the top-5 bars): read at 30 changes a
+# second it is a blur, and drawing text is the costliest part of a frame's paint. A new class, "not sure" coming
+# or going, a still image or a pause show at once; the last value is drawn LABEL_LATE_MS after the last result.
+LABEL_REFRESH_S = 0.1
+LABEL_LATE_MS = 250
+TAG_CACHE = 8  # tags (label, PAUSED) kept as images: a tag drawn again is one blend, not text shaping
 
 
 def _cam_alpha(opacity: float) -> np.ndarray:
@@ -57,6 +65,12 @@ def cam_overlay(heat: np.ndarray, opacity: float, width: int, height: int) -> tu
     return bgra, image
 
 
+def _label_class(text: str) -> str:
+    """A label's text less its percentage ("cat  93.2 %" -> "cat"; "not sure  (maybe cat ...": kept apart)."""
+    head, _, tail = text.rpartition("  ")
+    return head if tail.endswith("%") or tail.endswith("%)") else text
+
+
 class VideoView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -76,6 +90,11 @@ class VideoView(QWidget):
         self.smooth = False  # always scale the frame smoothly (snapshots for docs); else only when enlarging
         self.frames_shown = 0
         self.label_pending = False  # a prediction set to be drawn with the next frame, not drawn yet
+        self.label_shown: str | None = None  # the label as last drawn (its percentage may lag by LABEL_REFRESH_S)
+        self._label_since = 0.0  # when label_shown was last changed (time.monotonic)
+        self._label_exact = True  # draw the prediction's own text at the next paint (no refresh limit)
+        self._label_late = QTimer(self, singleShot=True, interval=LABEL_LATE_MS, timeout=self._label_catch_up)
+        self._tags: OrderedDict[tuple, QImage] = OrderedDict()  # drawn tags by (text, colour, font, room, ratio)
         self._tag_fonts: tuple[float, QFont, QFontMetrics] | None = None  # (point size, font, metrics)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(200, 150)
@@ -114,9 +133,15 @@ class VideoView(QWidget):
         self.flush_label()
 
     def flush_label(self) -> None:
-        """Repaint the label's band only (a prediction lands a few ms after its frame was painted)."""
+        """Repaint the label's band only (a prediction lands a few ms after its frame was painted), with the
+        prediction's own text."""
         self.label_pending = False
+        self._label_exact = True
         self.update(0, 0, self.width(), int(max(10.0, min(22.0, self.height() / 22)) * 2.2) + 24)
+
+    def _label_catch_up(self) -> None:
+        if self.label_shown != self.prediction_text():
+            self.flush_label()
 
     def set_message(self, message: str | None) -> None:
         if message != self.message:
@@ -238,11 +263,29 @@ class VideoView(QWidget):
             return f"not sure  (maybe {text})"
         return text
 
+    def _label_text(self, text: str) -> str:
+        """The text to draw for the prediction's ``text``: the one drawn before while only its percentage moved
+        within LABEL_REFRESH_S of frames flowing, else ``text`` itself."""
+        now, shown = time.monotonic(), self.label_shown
+        exact, self._label_exact = self._label_exact, False
+        if shown is not None and text != shown and not exact and now - self._label_since < LABEL_REFRESH_S \
+                and _label_class(shown) == _label_class(text):
+            if not self._label_late.isActive():
+                self._label_late.start()  # no later result may come (the source paused or ended)
+            return shown
+        if text != shown:
+            self.label_shown, self._label_since = text, now
+        if self._label_late.isActive():
+            self._label_late.stop()
+        return text
+
     def _draw_prediction(self, painter: QPainter) -> None:
         text = self.prediction_text()
-        if text is not None:
-            unsure = bool(getattr(self.prediction, "unsure", False))
-            self._draw_tag(painter, text, right=False, background=UNSURE_COLOUR if unsure else TAG_BACKGROUND)
+        if text is None:
+            self.label_shown = None
+            return
+        unsure = bool(getattr(self.prediction, "unsure", False))
+        self._draw_tag(painter, self._label_text(text), right=False, background=UNSURE_COLOUR if unsure else TAG_BACKGROUND)
 
     def _tag_font(self) -> tuple[QFont, QFontMetrics]:
         """The label's bold font for this widget height, made once per height (not at every paint)."""
@@ -254,22 +297,42 @@ class VideoView(QWidget):
             self._tag_fonts = (size, font, QFontMetrics(font))
         return self._tag_fonts[1], self._tag_fonts[2]
 
-    def _draw_tag(self, painter: QPainter, text: str, right: bool, background: QColor | None = None) -> None:
+    def _tag_image(self, text: str, background: QColor) -> QImage:
+        """The tag (rounded box, white bold text) as a premultiplied image: made once per text and size, so a tag
+        drawn again costs one blend instead of shaping text and filling an antialiased path."""
         font, metrics = self._tag_font()
-        painter.setFont(font)
-        advance, room = metrics.horizontalAdvance(text), max(40, self.width() - 40)
-        if advance > room:  # shaping the text costs: elide (and measure again) only when it does not fit
+        room, ratio = max(40, self.width() - 40), self.devicePixelRatioF()
+        key = (text, background.rgba(), font.pointSizeF(), room, ratio)
+        image = self._tags.get(key)
+        if image is not None:
+            self._tags.move_to_end(key)
+            return image
+        advance = metrics.horizontalAdvance(text)
+        if advance > room:
             text = metrics.elidedText(text, Qt.TextElideMode.ElideRight, room)
             advance = metrics.horizontalAdvance(text)
         width, height = advance + 20, metrics.height() + 10
-        x = self.width() - width - 10 if right else 10
-        box = QRectF(x, 10, width, height)
+        image = QImage(math.ceil(width * ratio), math.ceil(height * ratio), QImage.Format.Format_ARGB32_Premultiplied)
+        image.setDevicePixelRatio(ratio)
+        image.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(image)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(background or TAG_BACKGROUND)
-        painter.drawRoundedRect(box, 6, 6)
+        painter.setBrush(background)
+        painter.drawRoundedRect(QRectF(0, 0, width, height), 6, 6)
         painter.setPen(WHITE)
-        # centred in the box by hand: drawing at a point skips the layout pass a rectangle and flags would cost
-        painter.drawText(QPointF(x + 10, 15 + metrics.ascent()), text)
+        painter.setFont(font)
+        painter.drawText(QPointF(10, 5 + metrics.ascent()), text)  # at a point: no layout pass
+        painter.end()
+        self._tags[key] = image
+        if len(self._tags) > TAG_CACHE:
+            self._tags.popitem(last=False)
+        return image
+
+    def _draw_tag(self, painter: QPainter, text: str, right: bool, background: QColor | None = None) -> None:
+        image = self._tag_image(text, background or TAG_BACKGROUND)
+        width = math.ceil(image.width() / image.devicePixelRatio())
+        painter.drawImage(QPoint(self.width() - width - 10 if right else 10, 10), image)
 
     def _draw_caption(self, painter: QPainter, text: str) -> None:
         font = QFont(self.font())
