@@ -491,18 +491,19 @@ def test_the_label_redraws_a_moving_percentage_ten_times_a_second_and_a_new_clas
         return view.label_shown
 
     blank = view.grab().toImage()
-    assert frame("cat", 0.932) == "cat  93.2 %"
+    assert frame("cat", 0.932) == "cat  93 %"
     assert view.grab().toImage().pixelColor(14, 20) != blank.pixelColor(14, 20)  # the tag is drawn over the frame
-    assert frame("cat", 0.951) == "cat  93.2 %"  # 33 ms later, the same class: the percentage waits
+    assert frame("cat", 0.939) == "cat  93 %"  # whole percent, rounded down
+    assert frame("cat", 0.951) == "cat  93 %"  # 33 ms later, the same class: the percentage waits
     assert view._label_late.isActive()  # ...and is drawn LABEL_LATE_MS after the last result at the latest
-    assert frame("dog", 0.5) == "dog  50.0 %"  # a new class at once
+    assert frame("dog", 0.5) == "dog  50 %"  # a new class at once
     assert not view._label_late.isActive()
-    assert frame("dog", 0.2, unsure=True) == "not sure  (maybe dog  20.0 %)"  # "not sure" at once
-    assert frame("dog", 0.6) == "dog  60.0 %"
-    assert frame("dog", 0.62, step=video_module.LABEL_REFRESH_S + 0.001) == "dog  62.0 %"  # due again
-    assert frame("dog", 0.4, flowing=False, step=0.01) == "dog  40.0 %"  # a still image: its own number, at once
-    assert frame("dog", 0.55, step=0.01) == "dog  40.0 %"
-    qtbot.waitUntil(lambda: view.label_shown == "dog  55.0 %", timeout=WAIT_MS)  # no later result came
+    assert frame("dog", 0.2, unsure=True) == "not sure  (maybe dog  20 %)"  # "not sure" at once
+    assert frame("dog", 0.6) == "dog  60 %"
+    assert frame("dog", 0.62, step=video_module.LABEL_REFRESH_S + 0.001) == "dog  62 %"  # due again
+    assert frame("dog", 0.4, flowing=False, step=0.01) == "dog  40 %"  # a still image: its own number, at once
+    assert frame("dog", 0.55, step=0.01) == "dog  40 %"
+    qtbot.waitUntil(lambda: view.label_shown == "dog  55 %", timeout=WAIT_MS)  # no later result came
     view.set_prediction(None)
     view.grab()
     assert view.label_shown is None

@@ -30,7 +30,7 @@ BACKGROUND = QColor(24, 24, 24)
 TAG_BACKGROUND = QColor(0, 0, 0, 160)
 WHITE = QColor(255, 255, 255)
 # While frames flow, the label's percentage is redrawn at most this often (as the top-5 bars): read at 30 changes a
-# second it is a blur, and drawing text is the costliest part of a frame's paint. A new class, "not sure" coming
+# second it is a blur, and drawing text is the costliest part of a frame's paint (a label drawn before is an image). A new class, "not sure" coming
 # or going, a still image or a pause show at once; the last value is drawn LABEL_LATE_MS after the last result.
 LABEL_REFRESH_S = 0.1
 LABEL_LATE_MS = 250
@@ -258,7 +258,10 @@ class VideoView(QWidget):
             return None
         if not prediction.finite:
             return printable(prediction.label, 64)
-        text = f"{printable(prediction.label, 64)}  {prediction.probability * 100:.1f} %"
+        # whole percent, rounded down (never "100 %" for 99.6): the bars give the decimals; a number that moves
+        # less is easier to read and is drawn again less often
+        percent = max(0, min(100, int(prediction.probability * 100 + 1e-6)))  # 0.29 * 100 = 28.999...96
+        text = f"{printable(prediction.label, 64)}  {percent} %"
         if getattr(prediction, "unsure", False):
             return f"not sure  (maybe {text})"
         return text
