@@ -145,3 +145,17 @@ def test_interleaved_table_has_a_row_per_run_and_medians_per_mode():
     assert len(lines) == 1 + 4 + 2 and lines[1].split()[1] == "off" and lines[2].split()[1] == "on"
     assert "median, spinning off: CPU 11.0% of one core, display p99 42.0 ms" in table
     assert "median, spinning on: CPU 39.0% of one core, display p99 65.0 ms" in table
+
+
+def test_paint_cold_prints_a_row_per_paint_with_both_costs():
+    import os
+    import re
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "paint_cold.py"), "--paints", "3", "--sleep-ms", "1"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if re.search(r"\d us +[\d.]+ us +[\d.]+x$", line)]
+    assert [row.split("  ")[0] for row in rows] == ["QPainter begin/end", "video: frame",
+                                                    "video: frame + label, number moving",
+                                                    "video: frame + label, made every frame", "top-5 bars"]
