@@ -97,7 +97,8 @@ def main() -> None:
     rows = [("QPainter begin/end", empty), ("video: frame", video(False, True)),
             ("video: frame + label, number moving", video(True, True)),
             ("video: frame + label, made every frame", video(True, False)), ("top-5 bars", topk)]
-    print(f"paint cost, median thread CPU of {args.paints} paints, {cpu_name()}, {os.cpu_count()} CPUs, Qt {app.platformName()}")
+    print(f"paint cost, median thread CPU of {args.paints} paints, {cpu_name()}, {os.cpu_count()} CPUs, "
+          f"Qt {app.platformName()}")
     print(f"{'paint':42s} {'back to back':>14s} {f'after {args.sleep_ms:g} ms sleep':>20s} {'ratio':>7s}")
     for name, paint in rows:
         for index in range(10):  # glyphs, fonts and buffers made before either column is measured

@@ -6,6 +6,7 @@ Takes a runtime Prediction or a ShownPrediction (gui/confidence.py: smoothed, wi
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -124,7 +125,7 @@ class TopKBars(QWidget):
             painter.drawText(QPointF(label_width + bar_width + 4, baseline), f"{probability * 100:.1f} %")
             track = QRect(label_width, top + 3, bar_width, ROW_HEIGHT - 10)
             painter.fillRect(track, TRACK)
-            filled = max(2, round(bar_width * probability)) if probability == probability else 2
+            filled = max(2, round(bar_width * probability)) if math.isfinite(probability) else 2
             painter.fillRect(QRect(label_width, top + 3, min(filled, bar_width), ROW_HEIGHT - 10),
                              GREY if grey else BEST if row == 0 else OTHERS)
         threshold = getattr(self.prediction, "threshold", None)

@@ -30,8 +30,9 @@ BACKGROUND = QColor(24, 24, 24)
 TAG_BACKGROUND = QColor(0, 0, 0, 160)
 WHITE = QColor(255, 255, 255)
 # While frames flow, the label's percentage is redrawn at most this often (as the top-5 bars): read at 30 changes a
-# second it is a blur, and drawing text is the costliest part of a frame's paint (a label drawn before is an image). A new class, "not sure" coming
-# or going, a still image or a pause show at once; the last value is drawn LABEL_LATE_MS after the last result.
+# second it is a blur, and making the label is the costliest part of a frame's paint (a label made before is an
+# image, one blend). A new class, "not sure" coming or going and a still image show at once; the last value is
+# drawn LABEL_LATE_MS after the last result at the latest.
 LABEL_REFRESH_S = 0.1
 LABEL_LATE_MS = 250
 TAG_CACHE = 8  # tags (label, PAUSED) kept as images: a tag drawn again is one blend, not text shaping
@@ -66,7 +67,7 @@ def cam_overlay(heat: np.ndarray, opacity: float, width: int, height: int) -> tu
 
 
 def _label_class(text: str) -> str:
-    """A label's text less its percentage ("cat  93.2 %" -> "cat"; "not sure  (maybe cat ...": kept apart)."""
+    """A label's text less its percentage ("cat  93 %" -> "cat"; "not sure  (maybe cat ...": kept apart)."""
     head, _, tail = text.rpartition("  ")
     return head if tail.endswith("%") or tail.endswith("%)") else text
 
@@ -288,7 +289,8 @@ class VideoView(QWidget):
             self.label_shown = None
             return
         unsure = bool(getattr(self.prediction, "unsure", False))
-        self._draw_tag(painter, self._label_text(text), right=False, background=UNSURE_COLOUR if unsure else TAG_BACKGROUND)
+        self._draw_tag(painter, self._label_text(text), right=False,
+                       background=UNSURE_COLOUR if unsure else TAG_BACKGROUND)
 
     def _tag_font(self) -> tuple[QFont, QFontMetrics]:
         """The label's bold font for this widget height, made once per height (not at every paint)."""
