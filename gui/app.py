@@ -858,8 +858,9 @@ class MainWindow(QMainWindow):
         # a live source brings the next frame within ~1/FLOWING_FPS s: the label is drawn with it, one paint a frame
         flowing = result.frame.kind not in STILL_KINDS and not self.capture.paused \
             and (self.capture.meter.rate() if rate is None else rate) >= FLOWING_FPS
-        self.video.set_prediction(shown, with_next_frame=flowing and not with_frame)
-        self.topk.set_prediction(shown)
+        numbers_due = self.topk.set_prediction(shown)  # the label's number changes with the bars', not between
+        self.video.set_prediction(shown, with_next_frame=flowing and not with_frame,
+                                  numbers_due=numbers_due or not flowing)
 
     def _show_cam(self, result: InferenceResult) -> None:
         spec = self._spec()

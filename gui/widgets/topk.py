@@ -40,7 +40,9 @@ class TopKBars(QWidget):
     def sizeHint(self) -> QSize:
         return QSize(280, self.k * ROW_HEIGHT + 8 + HEADING)
 
-    def set_prediction(self, prediction: Any, placeholder: str | None = None) -> None:
+    def set_prediction(self, prediction: Any, placeholder: str | None = None) -> bool:
+        """Show ``prediction``; True when it is drawn at the next paint, False when it waits for the next redraw
+        that falls due (the video label's number follows the same beat, so the two agree)."""
         self.prediction = prediction
         if placeholder is not None:
             self.placeholder = placeholder
@@ -53,8 +55,10 @@ class TopKBars(QWidget):
             self._requested = now
             self._repaint.stop()
             self.update()
-        elif not self._repaint.isActive():
+            return True
+        if not self._repaint.isActive():
             self._repaint.start()
+        return False
 
     @property
     def unsure(self) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
@@ -29,11 +28,10 @@ UNSURE_COLOUR = QColor(120, 120, 120)
 BACKGROUND = QColor(24, 24, 24)
 TAG_BACKGROUND = QColor(0, 0, 0, 160)
 WHITE = QColor(255, 255, 255)
-# While frames flow, the label's percentage is redrawn at most this often (as the top-5 bars): read at 30 changes a
-# second it is a blur, and making the label is the costliest part of a frame's paint (a label made before is an
-# image, one blend). A new class, "not sure" coming or going and a still image show at once; the last value is
-# drawn LABEL_LATE_MS after the last result at the latest.
-LABEL_REFRESH_S = 0.1
+# While frames flow, the app redraws the label's number only with the top-5 bars (at most 10 times a second, see
+# set_prediction's numbers_due): read at 30 changes a second it is a blur, and making the label is the costliest
+# part of a frame's paint (a label made before is an image, one blend). A new class, "not sure" coming or going and
+# a still image show at once; the last number is drawn LABEL_LATE_MS after the last result at the latest.
 LABEL_LATE_MS = 250
 TAG_CACHE = 8  # tags (label, PAUSED) kept as images: a tag drawn again is one blend, not text shaping
 
@@ -91,9 +89,8 @@ class VideoView(QWidget):
         self.smooth = False  # always scale the frame smoothly (snapshots for docs); else only when enlarging
         self.frames_shown = 0
         self.label_pending = False  # a prediction set to be drawn with the next frame, not drawn yet
-        self.label_shown: str | None = None  # the label as last drawn (its percentage may lag by LABEL_REFRESH_S)
-        self._label_since = 0.0  # when label_shown was last changed (time.monotonic)
-        self._label_exact = True  # draw the prediction's own text at the next paint (no refresh limit)
+        self.label_shown: str | None = None  # the label as last drawn (its number may wait for the bars' next redraw)
+        self._label_exact = True  # draw the prediction's own text at the next paint
         self._label_late = QTimer(self, singleShot=True, interval=LABEL_LATE_MS, timeout=self._label_catch_up)
         self._tags: OrderedDict[tuple, QImage] = OrderedDict()  # drawn tags by (text, colour, font, room, ratio)
         self._tag_fonts: tuple[float, QFont, QFontMetrics] | None = None  # (point size, font, metrics)
@@ -123,25 +120,28 @@ class VideoView(QWidget):
         self.frames_shown += 1
         self.update()
 
-    def set_prediction(self, prediction: Any, with_next_frame: bool = False) -> None:
+    def set_prediction(self, prediction: Any, with_next_frame: bool = False, numbers_due: bool = True) -> None:
         """None clears the label (no model, or the source is not delivering: never a stale prediction).
         ``with_next_frame``: frames are flowing, so draw it with the next one (within a frame interval) instead of
-        painting the widget a second time per frame; ``flush_label`` draws it if that frame does not come."""
+        painting the widget a second time per frame; ``flush_label`` draws it if that frame does not come.
+        ``numbers_due`` False: while the class stays, keep the number drawn before (the bars are not redrawn with
+        this prediction either)."""
         self.prediction = prediction
+        self._label_exact = self._label_exact or numbers_due  # until a paint draws it
         if with_next_frame and prediction is not None:
             self.label_pending = True
             return
         self.flush_label()
 
     def flush_label(self) -> None:
-        """Repaint the label's band only (a prediction lands a few ms after its frame was painted), with the
-        prediction's own text."""
+        """Repaint the label's band only (a prediction lands a few ms after its frame was painted)."""
         self.label_pending = False
-        self._label_exact = True
         self.update(0, 0, self.width(), int(max(10.0, min(22.0, self.height() / 22)) * 2.2) + 24)
 
     def _label_catch_up(self) -> None:
+        """No result came since a number was held back: draw the last one (the bars catch up on the same beat)."""
         if self.label_shown != self.prediction_text():
+            self._label_exact = True
             self.flush_label()
 
     def set_message(self, message: str | None) -> None:
@@ -268,17 +268,14 @@ class VideoView(QWidget):
         return text
 
     def _label_text(self, text: str) -> str:
-        """The text to draw for the prediction's ``text``: the one drawn before while only its percentage moved
-        within LABEL_REFRESH_S of frames flowing, else ``text`` itself."""
-        now, shown = time.monotonic(), self.label_shown
-        exact, self._label_exact = self._label_exact, False
-        if shown is not None and text != shown and not exact and now - self._label_since < LABEL_REFRESH_S \
-                and _label_class(shown) == _label_class(text):
+        """The text to draw for the prediction's ``text``: the one drawn before while only its number moved and
+        that number is not due, else ``text`` itself."""
+        shown, exact, self._label_exact = self.label_shown, self._label_exact, False
+        if shown is not None and text != shown and not exact and _label_class(shown) == _label_class(text):
             if not self._label_late.isActive():
                 self._label_late.start()  # no later result may come (the source paused or ended)
             return shown
-        if text != shown:
-            self.label_shown, self._label_since = text, now
+        self.label_shown = text
         if self._label_late.isActive():
             self._label_late.stop()
         return text
