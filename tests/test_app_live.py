@@ -490,7 +490,7 @@ def test_the_label_number_changes_with_the_bars_and_a_new_class_at_once(qtbot):
     assert view.grab().toImage().pixelColor(14, 20) != blank.pixelColor(14, 20)  # the tag is drawn over the frame
     assert frame("cat", 0.939) == "cat  93 %"  # whole percent, rounded down
     assert frame("cat", 0.951) == "cat  93 %"  # the same class, the bars not redrawn: the number waits
-    assert view._label_late.isActive()  # ...and is drawn LABEL_LATE_MS after the last result at the latest
+    assert view._label_late.isActive()  # ...and is drawn LATE_MS after the last result at the latest
     assert frame("dog", 0.5) == "dog  50 %"  # a new class at once
     assert not view._label_late.isActive()
     assert frame("dog", 0.2, unsure=True) == "not sure  (maybe dog  20 %)"  # "not sure" at once

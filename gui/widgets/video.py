@@ -21,6 +21,7 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from resnet_edge.safety import printable
 from .colormap import bgr_to_qimage, make_lut
+from .topk import LATE_MS
 
 # a "jet"-like table for the activation map: blue (little evidence) to red (most)
 CAM_LUT = make_lut([(0, 0, 143), (0, 0, 255), (0, 255, 255), (255, 255, 0), (255, 0, 0), (128, 0, 0)])
@@ -31,8 +32,8 @@ WHITE = QColor(255, 255, 255)
 # While frames flow, the app redraws the label's number only with the top-5 bars (at most 10 times a second, see
 # set_prediction's numbers_due): read at 30 changes a second it is a blur, and making the label is the costliest
 # part of a frame's paint (a label made before is an image, one blend). A new class, "not sure" coming or going and
-# a still image show at once; the last number is drawn LABEL_LATE_MS after the last result at the latest.
-LABEL_LATE_MS = 250
+# a still image show at once; the last number is drawn LATE_MS after the last result at the latest, when the bars
+# catch up too (one constant: the two must not drift apart).
 TAG_CACHE = 8  # tags (label, PAUSED) kept as images: a tag drawn again is one blend, not text shaping
 
 
@@ -91,7 +92,7 @@ class VideoView(QWidget):
         self.label_pending = False  # a prediction set to be drawn with the next frame, not drawn yet
         self.label_shown: str | None = None  # the label as last drawn (its number may wait for the bars' next redraw)
         self._label_exact = True  # draw the prediction's own text at the next paint
-        self._label_late = QTimer(self, singleShot=True, interval=LABEL_LATE_MS, timeout=self._label_catch_up)
+        self._label_late = QTimer(self, singleShot=True, interval=LATE_MS, timeout=self._label_catch_up)
         self._tags: OrderedDict[tuple, QImage] = OrderedDict()  # drawn tags by (text, colour, font, room, ratio)
         self._tag_fonts: tuple[float, QFont, QFontMetrics] | None = None  # (point size, font, metrics)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
